@@ -1,0 +1,355 @@
+"""Command line: the only place for argv, environment, exit codes and user-facing messages.
+
+Exit status: 0 the run completed (even if some sources failed), 1 every source failed
+or the store is unusable, 2 a config or usage error. Expected failures print one line
+on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ingest import __version__, dedup
+from ingest.config import Config, find_path, load
+from ingest.errors import ConfigError, IngestError, StoreError
+from ingest.logs import setup_logging
+from ingest.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("ingest")
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE", help="config file (else $INGEST_CONFIG, else ./ingest.toml)")
+    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+
+    parser = argparse.ArgumentParser(
+        prog="ingest",
+        parents=[common],
+        description="Poll syndication feeds, clean article text, collapse syndicated copies into clusters.",
+        epilog="Without a command: run the daemon (or one pass with --once).",
+    )
+    parser.add_argument("--version", action="version", version=f"ingest {__version__}")
+    parser.add_argument("--once", action="store_true", help="poll every source once and exit (for cron)")
+    parser.add_argument("--json", action="store_true", help="with --once: print the summary as one JSON object")
+    parser.add_argument("--source", action="append", metavar="NAME", help="with --once: only these sources")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("items", parents=[common], help="list stored items")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one item each")
+    p.add_argument("--source", metavar="NAME")
+    p.add_argument("--limit", type=int, metavar="N")
+
+    p = sub.add_parser("clusters", parents=[common], help="list clusters of copies")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one cluster each")
+    p.add_argument("--min-size", type=int, default=1, metavar="N", help="only clusters with at least N items")
+
+    p = sub.add_parser("show", parents=[common], help="one item: clean text, removed parts, cluster")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("sources", parents=[common], help="sources and their fetch state")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one source each")
+    p.add_argument("--export-opml", action="store_true", help="write the effective source list as OPML 2.0")
+
+    p = sub.add_parser("boilerplate", parents=[common], help="paragraphs learned as boilerplate per source")
+    p.add_argument("--source", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("resign", parents=[common], help="re-sign stored text with the current dedup settings, rebuild the index")
+    return parser
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed its usage line
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    setup_logging(args.log_level, args.log_format)
+    try:
+        config = load(find_path(args.config))
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
+        handler = COMMANDS.get(args.command or ("once" if args.once else "daemon"))
+        assert handler is not None
+        return handler(config, args)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except StoreError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except IngestError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:  # `ingest items | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _error(message: str) -> None:
+    print(f"ingest: {message}", file=sys.stderr)
+
+
+def open_store(config: Config, check_scheme: bool = True) -> Store:
+    return Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict(), check_scheme=check_scheme)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_once(config: Config, args: argparse.Namespace) -> int:
+    from ingest.fetch import Fetcher
+    from ingest.pipeline import Deps, run_once
+    from ingest.progress import Progress
+
+    sources = list(config.sources)
+    if args.source:
+        unknown = set(args.source) - {s.name for s in sources}
+        if unknown:
+            raise ConfigError(f"--source: no source named {', '.join(sorted(unknown))}")
+        sources = [s for s in sources if s.name in args.source]
+    enabled = [s for s in sources if s.enabled]
+    with open_store(config) as store:
+        fetcher = Fetcher(config.fetch)
+        progress = Progress(total=len(enabled), stream=sys.stderr)
+        try:
+            report = run_once(Deps(config, store, fetcher), sources, on_done=progress.update)
+        finally:
+            progress.close()
+            fetcher.close()
+    for failed in report.failed:
+        _error(f"source {failed.source!r}: {failed.error}")
+    for source in report.sources:
+        for problem in source.item_errors:
+            log.warning("%s: item skipped: %s", source.source, problem)
+        for warning in source.warnings:
+            log.info("%s: %s", source.source, warning)
+    summary = report.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['sources']} sources ({summary['sources_failed']} failed), "
+            f"{summary['items_new']} new items, {summary['items_updated']} updated, "
+            f"{summary['duplicates']} duplicates collapsed, {summary['clusters']} clusters "
+            f"in {report.elapsed:.1f}s"
+        )
+    if enabled and len(report.failed) == len(enabled):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    from ingest.scheduler import run_daemon
+
+    return run_daemon(config, args)
+
+
+def cmd_items(config: Config, args: argparse.Namespace) -> int:
+    with open_store(config, check_scheme=False) as store:
+        rows = store.items(source=args.source, limit=args.limit)
+    if args.json:
+        for r in rows:
+            _jsonl({
+                "id": r["id"], "source": r["source"], "url": r["url"], "guid": r["guid"], "title": r["title"],
+                "published": _iso(r["published_at"]), "text": r["text"], "cluster": r["cluster"],
+                "canonical": r["canonical"],
+            })
+    else:
+        _table(
+            ["id", "source", "cluster", "canon", "published", "title"],
+            [[r["id"], r["source"], r["cluster"], "*" if r["canonical"] else "", _day(r["published_at"]), r["title"]]
+             for r in rows],
+        )
+    return EXIT_OK
+
+
+def cmd_clusters(config: Config, args: argparse.Namespace) -> int:
+    with open_store(config, check_scheme=False) as store:
+        clusters = store.clusters(min_size=args.min_size)
+    out = [_cluster_view(c) for c in clusters]
+    if args.json:
+        for c in out:
+            _jsonl(c)
+        return EXIT_OK
+    for c in out:
+        print(f"cluster {c['cluster']}  size {c['size']}  canonical item {c['canonical']}")
+        for m in c["items"]:
+            mark = "*" if m["id"] == c["canonical"] else " "
+            print(f"  {mark} {m['id']:>6}  {m['similarity']:.2f}  {m['source'][:20]:<20}  {m['title'][:70]}")
+    return EXIT_OK
+
+
+def _cluster_view(cluster: dict[str, Any]) -> dict[str, Any]:
+    members = cluster["items"]
+    canonical = next((m for m in members if m["id"] == cluster["canonical"]), None)
+    return {
+        "cluster": cluster["cluster"],
+        "canonical": cluster["canonical"],
+        "size": cluster["size"],
+        "items": [
+            {
+                "id": m["id"], "source": m["source"], "url": m["url"], "title": m["title"],
+                "similarity": 1.0 if canonical is None or m["id"] == canonical["id"]
+                else round(dedup.estimated_jaccard(m["signature"], canonical["signature"]), 3),
+            }
+            for m in members
+        ],
+    }
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    with open_store(config, check_scheme=False) as store:
+        item = store.item(args.id)
+    if item is None:
+        raise IngestError(f"no item with id {args.id}")
+    canonical_sig = next((m["signature"] for m in item["members"] if m["id"] == item["canonical_item_id"]), None)
+    members = [
+        {"id": m["id"], "source": m["source"], "title": m["title"], "url": m["url"], "method": m["decision_method"],
+         "similarity": round(dedup.estimated_jaccard(m["signature"], canonical_sig), 3) if canonical_sig else None}
+        for m in item["members"]
+    ]
+    if args.json:
+        print(json.dumps({
+            "id": item["id"], "source": item["source"], "url": item["url"], "guid": item["guid"], "title": item["title"],
+            "author": item["author"], "published": _iso(item["published_at"]), "input": item["input_kind"],
+            "text": item["text"], "removed": item["removals"], "cluster": item["cluster_id"],
+            "canonical": item["canonical_item_id"],
+            "decision": {"method": item["decision_method"], "similarity": item["decision_similarity"],
+                         "containment": item["decision_containment"], "matched_item": item["decision_matched_item_id"],
+                         "reason": item["decision_reason"]},
+            "members": members, "notes": item["notes"],
+            "canonical_changes": [{**c, "changed_at": _iso(c["changed_at"])} for c in item["canonical_changes"]],
+        }, indent=2))
+        return EXIT_OK
+    print(f"item {item['id']}  source {item['source']}  input {item['input_kind']}")
+    print(f"title: {item['title']}")
+    print(f"url: {item['url']}")
+    print(f"published: {_iso(item['published_at']) or '-'}")
+    print()
+    print(item["text"])
+    print()
+    print(f"removed ({len(item['removals'])}):")
+    for r in item["removals"]:
+        print(f"  [{r['rule']}, {r['position']}] {r['text'][:300]}")
+    if item["notes"]:
+        print(f"notes: {item['notes']}")
+    print()
+    print(f"cluster {item['cluster_id']}, canonical item {item['canonical_item_id']}")
+    print(f"decision: {item['decision_method']} - {item['decision_reason']}")
+    for m in members:
+        mark = "*" if m["id"] == item["canonical_item_id"] else " "
+        sim = f"{m['similarity']:.2f}" if m["similarity"] is not None else "  - "
+        print(f"  {mark} {m['id']:>6}  {sim}  {m['method']:<12} {m['source'][:20]:<20}  {m['title'][:60]}")
+    for c in item["canonical_changes"]:
+        print(f"  canonical {c['old_item_id']} -> {c['new_item_id']} at {_iso(c['changed_at'])}: {c['reason']}")
+    return EXIT_OK
+
+
+def cmd_sources(config: Config, args: argparse.Namespace) -> int:
+    if args.export_opml:
+        from ingest.sourcelists import to_opml
+
+        sys.stdout.write(to_opml(list(config.sources)))
+        return EXIT_OK
+    with open_store(config, check_scheme=False) as store:
+        states = {s.name: s for s in store.sync_sources(config.sources).values()}
+    rows = []
+    for source in config.sources:
+        s = states[source.name]
+        rows.append({
+            "name": source.name, "url": source.url, "effective_url": s.effective_url or source.url,
+            "enabled": source.enabled and not s.disabled_reason, "disabled_reason": s.disabled_reason,
+            "last_success": _iso(s.last_success_at), "last_error": s.last_error, "last_error_kind": s.last_error_kind,
+            "consecutive_errors": s.consecutive_errors, "error_count": s.error_count, "next_poll": _iso(s.next_poll_at),
+        })
+    if args.json:
+        for r in rows:
+            _jsonl(r)
+    else:
+        _table(
+            ["name", "last success", "errors", "next poll", "last error"],
+            [[r["name"], r["last_success"] or "-", f"{r['consecutive_errors']}/{r['error_count']}",
+              r["next_poll"] or "-", (r["last_error"] or "")[:70]] for r in rows],
+        )
+    return EXIT_OK
+
+
+def cmd_boilerplate(config: Config, args: argparse.Namespace) -> int:
+    with open_store(config, check_scheme=False) as store:
+        rows = store.boilerplate(args.source)
+    if args.json:
+        for r in rows:
+            _jsonl({**r, "learned_at": _iso(r["learned_at"])})
+    else:
+        _table(["source", "seen", "learned", "paragraph"],
+               [[r["source"], f"{r['seen']}/{r['window']}", _day(r["learned_at"]), r["text"][:90]] for r in rows])
+    return EXIT_OK
+
+
+def cmd_resign(config: Config, args: argparse.Namespace) -> int:
+    scheme = dedup.scheme_for(config.dedup)
+    with open_store(config, check_scheme=False) as store:
+        count = store.resign(lambda text: dedup.fingerprint(text, scheme), scheme.as_dict())
+    print(f"re-signed {count} items and rebuilt the LSH index")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "once": cmd_once,
+    "daemon": cmd_daemon,
+    "items": cmd_items,
+    "clusters": cmd_clusters,
+    "show": cmd_show,
+    "sources": cmd_sources,
+    "boilerplate": cmd_boilerplate,
+    "resign": cmd_resign,
+}
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _jsonl(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _day(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [min(max([len(h)] + [len(r[i]) for r in cells]), 80) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in cells:
+        print("  ".join(c[:w].ljust(w) for c, w in zip(row, widths)).rstrip())
+    if not rows:
+        print("(none)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

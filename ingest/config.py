@@ -1,0 +1,385 @@
+"""Load and validate the TOML config once, into frozen dataclasses.
+
+Every option's type, default, bounds and one-line description live in the ``SPEC``
+tables below; ``config/ingest.example.toml`` documents the same keys (a test keeps
+them in step). All problems in a file are collected and reported together as one
+``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ingest import PROJECT_URL, __version__
+from ingest.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "ingest.toml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``90s``, ``15m``, ``2h``, ``90d``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90, '90s', '15m' or '2h'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"expected a duration such as 90, '90s', '15m' or '2h', got {value!r}")
+
+
+# ---------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///ingest.db"
+    retention: float | None = None  # seconds; None keeps everything
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    timeout: float = 20.0
+    connect_timeout: float = 10.0
+    max_bytes: int = 10_000_000
+    max_redirects: int = 5
+    user_agent: str = f"ingest/{__version__} (+{PROJECT_URL})"
+    allow_private_addresses: bool = False
+    per_host_concurrency: int = 2
+    per_host_delay: float = 0.5
+    concurrency: int = 8
+    max_interval: float = 86400.0
+    backoff_base: float = 60.0
+    backoff_max: float = 86400.0
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    builtin_rules: bool = True
+    min_chars: int = 200
+    boilerplate_min_count: int = 3
+    boilerplate_window: int = 50
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    threshold: float = 0.3
+    containment: float = 0.8
+    num_perm: int = 128
+    shingle_size: int = 3
+    min_shingles: int = 30
+    seed: int = 1
+    canonical: str = "earliest"
+    max_candidates: int = 20
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    workers: int = 4
+    shutdown_timeout: float = 10.0
+    listen: str | None = None
+    jitter: float = 0.1
+    feed_size: int = 50
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    url: str  # http(s) URL, or an absolute local path (resolved against the config's folder)
+    interval: float = 900.0
+    full_text: bool = False
+    priority: int = 0
+    strip: tuple[str, ...] = ()
+    enabled: bool = True
+    tags: tuple[str, ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return not self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    store: StoreConfig = field(default_factory=StoreConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------- spec
+
+Check = Callable[[Any], Any]
+
+
+def _kind(name: str, types: tuple[type, ...], convert: Callable[[Any], Any] = lambda v: v) -> Check:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) and bool not in types:
+            raise ValueError(f"expected {name}, got a boolean")
+        if not isinstance(value, types):
+            raise ValueError(f"expected {name}, got {type(value).__name__} {value!r}")
+        return convert(value)
+
+    return check
+
+
+def _bounded(check: Check, low: float | None = None, high: float | None = None) -> Check:
+    def bounded(value: Any) -> Any:
+        value = check(value)
+        if low is not None and value < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise ValueError(f"must be at most {high}, got {value}")
+        return value
+
+    return bounded
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _duration(low: float = 0.0) -> Check:
+    return _bounded(parse_duration, low)
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: None if value in ("", "off", None) else check(value)
+
+
+def _regex_list(value: Any) -> tuple[str, ...]:
+    items = _string_list(value)
+    for pattern in items:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return items
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+STRING = _kind("a string", (str,))
+BOOL = _kind("true or false", (bool,))
+INT = _kind("an integer", (int,))
+NUMBER = _kind("a number", (int, float), float)
+
+# section -> key -> (check, one-line description). Defaults come from the dataclasses.
+SPEC: dict[str, dict[str, tuple[Check, str]]] = {
+    "store": {
+        "url": (STRING, "SQLAlchemy URL; a relative sqlite path is relative to this file"),
+        "retention": (_optional(_duration(3600)), "drop items older than this with `ingest prune` (off by default)"),
+    },
+    "fetch": {
+        "timeout": (_bounded(NUMBER, 0.1, 600), "total seconds allowed per request, body included"),
+        "connect_timeout": (_bounded(NUMBER, 0.1, 120), "seconds to establish a connection"),
+        "max_bytes": (_bounded(INT, 1024), "response body cap, after decompression"),
+        "max_redirects": (_bounded(INT, 0, 20), "redirects followed per request"),
+        "user_agent": (STRING, "User-Agent header"),
+        "allow_private_addresses": (BOOL, "let URLs from feed content reach loopback/private addresses"),
+        "per_host_concurrency": (_bounded(INT, 1, 64), "concurrent requests to one host"),
+        "per_host_delay": (_duration(), "minimum delay between two requests to one host"),
+        "concurrency": (_bounded(INT, 1, 256), "concurrent requests in all"),
+        "max_interval": (_duration(60), "cap on the poll interval a feed's ttl or max-age can impose"),
+        "backoff_base": (_duration(1), "first retry delay after an error; doubles per consecutive error"),
+        "backoff_max": (_duration(60), "longest retry delay after errors"),
+    },
+    "extract": {
+        "builtin_rules": (BOOL, "strip the built-in disclaimer/boilerplate rules"),
+        "min_chars": (_bounded(INT, 0), "extractions shorter than this fall back to the feed's text"),
+        "boilerplate_min_count": (_bounded(INT, 2), "a paragraph seen in this many of a source's recent items is boilerplate"),
+        "boilerplate_window": (_bounded(INT, 3), "how many recent items of a source are looked at"),
+    },
+    "dedup": {
+        "threshold": (_bounded(NUMBER, 0.05, 1.0), "Jaccard similarity of word shingles at or above which two texts are one story"),
+        "containment": (_bounded(NUMBER, 0.3, 1.0), "share of a shorter text (teaser) found in a longer one at or above which they are one story"),
+        "num_perm": (_bounded(INT, 16, 1024), "MinHash permutations"),
+        "shingle_size": (_bounded(INT, 1, 10), "words per shingle"),
+        "min_shingles": (_bounded(INT, 1), "texts with fewer shingles never merge by similarity, only by URL or exact content"),
+        "seed": (INT, "MinHash seed (changing it requires `ingest resign`)"),
+        "canonical": (_choice("earliest", "priority", "longest"), "which item represents a cluster"),
+        "max_candidates": (_bounded(INT, 1, 1000), "LSH candidates verified per new item"),
+    },
+    "daemon": {
+        "workers": (_bounded(INT, 1, 64), "sources polled at once"),
+        "shutdown_timeout": (_duration(), "time given to in-flight polls on SIGTERM"),
+        "listen": (_optional(STRING), "host:port for /healthz, /metrics and the served feeds (off by default)"),
+        "jitter": (_bounded(NUMBER, 0, 0.5), "random spread of poll times, as a share of the interval"),
+        "feed_size": (_bounded(INT, 1, 1000), "clusters in the served /feed.atom and /feed.json"),
+    },
+    "defaults": {
+        "interval": (_duration(1), "poll interval"),
+        "full_text": (BOOL, "fetch the linked article page and extract from it"),
+        "priority": (INT, "higher wins with canonical = \"priority\""),
+    },
+    "source": {
+        "name": (STRING, "unique name"),
+        "url": (STRING, "http(s) URL, or a path to a local feed file"),
+        "interval": (_duration(1), "overrides [defaults]"),
+        "full_text": (BOOL, "overrides [defaults]"),
+        "priority": (INT, "overrides [defaults]"),
+        "strip": (_regex_list, "extra disclaimer patterns (regular expressions) for this source"),
+        "enabled": (BOOL, "false keeps the source's items but stops polling it"),
+        "tags": (_string_list, "labels (OPML categories land here)"),
+    },
+}
+
+_SECTION_CLASSES = {
+    "store": StoreConfig,
+    "fetch": FetchConfig,
+    "extract": ExtractConfig,
+    "dedup": DedupConfig,
+    "daemon": DaemonConfig,
+}
+_TOP_LEVEL = set(_SECTION_CLASSES) | {"defaults", "sources", "sources_files"}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def find_path(explicit: str | None, environ: dict[str, str] | None = None) -> Path:
+    """The config path: ``-c FILE``, else ``$INGEST_CONFIG``, else ``./ingest.toml``."""
+    environ = os.environ if environ is None else environ
+    return Path(explicit or environ.get("INGEST_CONFIG") or DEFAULT_CONFIG_NAME)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; raise one ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", str(path)) from None
+    return from_dict(raw, path)
+
+
+def from_dict(raw: dict[str, Any], path: Path) -> Config:
+    """Validate an already-parsed TOML document (``path`` anchors relative paths)."""
+    problems: list[str] = []
+    base = path.resolve().parent
+
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            problems.append(f"unknown key '{key}' (expected one of: {', '.join(sorted(_TOP_LEVEL))})")
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTION_CLASSES.items():
+        values = _section(raw.get(name, {}), name, SPEC[name], problems)
+        sections[name] = cls(**values)
+
+    store = sections["store"]
+    if store.url.startswith("sqlite:///"):
+        sections["store"] = replace(store, url=sqlite_url(store.url, base))
+
+    defaults = _section(raw.get("defaults", {}), "defaults", SPEC["defaults"], problems)
+    sources = _sources(raw.get("sources", []), defaults, base, problems)
+
+    from ingest import sourcelists  # local import: sourcelists imports this module
+
+    extra, warnings = sourcelists.load_files(raw.get("sources_files", []), base, defaults, problems)
+    sources, duplicate_warnings = sourcelists.merge(sources, extra)
+    warnings += duplicate_warnings
+
+    if problems:
+        raise ConfigError(problems, str(path))
+    return Config(path=path.resolve(), sources=tuple(sources), warnings=tuple(warnings), **sections)
+
+
+def sqlite_url(url: str, base: Path) -> str:
+    """Make a relative ``sqlite:///file`` URL absolute against the config's folder."""
+    rest = url[len("sqlite:///"):]
+    if rest in ("", ":memory:") or rest.startswith("/") or rest.startswith("file:"):
+        return url
+    return "sqlite:///" + str((base / rest).resolve())
+
+
+def _section(value: Any, name: str, spec: dict[str, tuple[Check, str]], problems: list[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        problems.append(f"[{name}] must be a table, got {type(value).__name__}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in spec:
+            problems.append(f"unknown key '{name}.{key}' (expected one of: {', '.join(spec)})")
+            continue
+        check, _ = spec[key]
+        try:
+            out[key] = check(item)
+        except ValueError as exc:
+            problems.append(f"'{name}.{key}': {exc}")
+    return out
+
+
+def source_from_table(
+    table: Any, where: str, defaults: dict[str, Any], base: Path, problems: list[str]
+) -> SourceConfig | None:
+    """One ``[[sources]]`` table (or an entry of a sources file) to a SourceConfig."""
+    values = _section(table, where, SPEC["source"], problems)
+    if not isinstance(table, dict):
+        return None
+    missing = [k for k in ("name", "url") if k not in values]
+    if missing:
+        problems.append(f"{where}: missing {' and '.join(repr(m) for m in missing)}")
+        return None
+    merged = {**defaults, **values}
+    url = merged["url"].strip()
+    if "://" in url:
+        if not url.lower().startswith(("http://", "https://")):
+            problems.append(f"'{where}.url': only http, https or a local path, got {url!r}")
+            return None
+    else:
+        url = str((base / url).resolve())
+    merged["url"] = url
+    return SourceConfig(**merged)
+
+
+def _sources(value: Any, defaults: dict[str, Any], base: Path, problems: list[str]) -> list[SourceConfig]:
+    if not isinstance(value, list):
+        problems.append("'sources' must be an array of tables ([[sources]])")
+        return []
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for index, table in enumerate(value):
+        where = f"sources[{index}]"
+        source = source_from_table(table, where, defaults, base, problems)
+        if source is None:
+            continue
+        if source.name in seen:
+            problems.append(f"{where}: duplicate source name {source.name!r}")
+            continue
+        seen.add(source.name)
+        sources.append(source)
+    return sources

@@ -1,0 +1,123 @@
+"""One error tree for everything ingest raises on purpose.
+
+Each message starts with the stage (``fetch: body larger than 10000000 bytes``) so a
+one-line report names the cause; the source name is added by whoever reports it.
+Lower-layer errors (requests, sqlite3, psycopg, lxml) are wrapped where they happen
+with ``raise ... from exc``; only ``cli.py`` turns these into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error ingest raises on purpose."""
+
+    stage = "ingest"
+    kind = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.stage}: {self.message}"
+
+
+class ConfigError(IngestError):
+    """The configuration file is missing, malformed or invalid (exit status 2)."""
+
+    stage = "config"
+    kind = "config"
+
+    def __init__(self, problems: list[str] | str, path: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__(where + "; ".join(self.problems))
+
+
+class FetchError(IngestError):
+    """A feed or page could not be fetched."""
+
+    stage = "fetch"
+    kind = "fetch"
+
+
+class FetchTimeout(FetchError):
+    kind = "timeout"
+
+
+class TooLarge(FetchError):
+    kind = "too_large"
+
+
+class HTTPStatusError(FetchError):
+    kind = "http_status"
+
+    def __init__(self, message: str, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Gone(HTTPStatusError):
+    """410 Gone: the source is disabled until its config changes."""
+
+    kind = "gone"
+
+
+class BlockedAddress(FetchError):
+    """The URL resolves to an address the SSRF guard refuses, or has a refused scheme."""
+
+    kind = "blocked"
+
+
+class TLSError(FetchError):
+    kind = "tls"
+
+
+class DNSError(FetchError):
+    kind = "dns"
+
+
+class ConnectError(FetchError):
+    kind = "connect"
+
+
+class ContentTypeError(FetchError):
+    kind = "content_type"
+
+
+class TooManyRedirects(FetchError):
+    kind = "redirects"
+
+
+class ParseError(IngestError):
+    """The body is not a feed we can read."""
+
+    stage = "parse"
+    kind = "parse"
+
+
+class ExtractError(IngestError):
+    stage = "extract"
+    kind = "extract"
+
+
+class StoreError(IngestError):
+    """The store cannot be opened, migrated or written."""
+
+    stage = "store"
+    kind = "store"
+
+
+class SignatureMismatch(StoreError):
+    """The store's signatures were made with other settings than the running config."""
+
+    kind = "signature_mismatch"
+
+
+class StoreLocked(StoreError):
+    """Another daemon already holds this SQLite store."""
+
+    kind = "locked"

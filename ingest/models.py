@@ -1,0 +1,199 @@
+"""Frozen dataclasses passed between stages.
+
+The pipeline is ``fetch -> parse -> extract -> clean -> dedup -> store``; each arrow
+carries one of these. No library object (feedparser dict, lxml tree, MinHash) crosses
+a stage boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the store remembers about a source between polls."""
+
+    source_id: int
+    name: str
+    url: str
+    effective_url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_polled_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    consecutive_errors: int = 0
+    error_count: int = 0
+    next_poll_at: datetime | None = None
+    disabled_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One HTTP (or local file) response, already bounded and decompressed."""
+
+    url: str  # what was asked for
+    final_url: str  # after redirects
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+    permanent_redirect: str | None = None  # new URL when a 301/308 moved the feed
+    max_age: float | None = None  # Cache-Control: max-age, seconds
+    body_hash: str | None = None
+    fetched_at: datetime | None = None
+    elapsed: float = 0.0
+    requests: int = 1  # HTTP requests sent, redirects included
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One feed entry, as the feed says it."""
+
+    guid: str | None
+    url: str | None
+    title: str
+    author: str | None
+    published_at: datetime | None
+    updated_at: datetime | None
+    content_html: str  # the best body the feed carries (content > summary)
+    content_kind: str  # "content" | "summary" | "none"
+    language: str | None = None
+    enclosure_urls: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    entry_hash: str = ""  # hash of what the feed said: unchanged entries are skipped
+
+    @property
+    def identity(self) -> str:
+        """Stable key of this entry within its source: guid, else link, else its hash."""
+        return self.guid or self.url or f"hash:{self.entry_hash}"
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str | None
+    link: str | None
+    entries: tuple[Entry, ...]
+    ttl: float | None = None  # RSS <ttl>, seconds
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A piece of text taken out by cleaning, and why."""
+
+    rule: str  # built-in rule name, "source:<n>" for a config pattern, or "learned"
+    text: str
+    position: str  # "start" | "end" | "whole" | "inline"
+
+
+@dataclass(frozen=True)
+class Document:
+    """An article's text and metadata after extraction (and, later, cleaning)."""
+
+    title: str
+    text: str  # paragraphs separated by a blank line
+    author: str | None = None
+    published_at: datetime | None = None
+    language: str | None = None
+    input_kind: str = "content"  # "page" | "content" | "summary" | "title"
+    removals: tuple[Removal, ...] = ()
+    notes: tuple[str, ...] = ()  # e.g. why a full-text page was not used
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return [p for p in self.text.split("\n\n") if p.strip()]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """How dedup sees a document: hashes, its MinHash signature and its LSH band keys."""
+
+    content_hash: str
+    shingle_count: int
+    signature: bytes  # num_perm uint32 values, little-endian
+    band_keys: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored item that may be a copy of the new one (from LSH, URL or content hash)."""
+
+    item_id: int
+    cluster_id: int
+    source_id: int
+    title: str
+    text: str
+    signature: bytes
+    shingle_count: int
+    is_canonical: bool
+    band_hits: int = 0
+    same_url: bool = False  # same canonical URL as the new item
+    same_content: bool = False  # same content hash as the new item
+
+
+@dataclass(frozen=True)
+class DedupDecision:
+    """Where a new item goes, and the numbers behind it, stored so it can be explained."""
+
+    kind: str  # "new" | "duplicate"
+    cluster_id: int | None = None
+    matched_item_id: int | None = None
+    method: str = "none"  # "none" | "url" | "content_hash" | "minhash" | "containment"
+    similarity: float = 0.0  # Jaccard of shingle sets with the matched item
+    containment: float = 0.0  # share of the smaller text's shingles found in the other
+    canonical_similarity: float = 0.0
+    candidates: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """What the store keeps of one poll of a source."""
+
+    at: datetime
+    ok: bool
+    next_poll_at: datetime
+    error: str | None = None
+    error_kind: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    effective_url: str | None = None  # set when a permanent redirect moved the feed
+    disabled_reason: str | None = None
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    item_id: int
+    status: str  # "new" | "updated" | "unchanged"
+    cluster_id: int
+    decision: DedupDecision | None = None
+    learned: tuple[str, ...] = ()  # paragraph keys this item made boilerplate of its source
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """What one poll of one source did."""
+
+    source: str
+    ok: bool
+    error: str | None = None
+    error_kind: str | None = None
+    not_modified: bool = False
+    items_seen: int = 0
+    items_new: int = 0
+    items_updated: int = 0
+    items_unchanged: int = 0
+    duplicates: int = 0
+    warnings: tuple[str, ...] = ()
+    item_errors: tuple[str, ...] = ()
+    requests: int = 0
+    timings: dict[str, float] = field(default_factory=dict, compare=False)

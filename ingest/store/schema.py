@@ -1,0 +1,206 @@
+"""Tables of the canonical store (SQLAlchemy 2 Core; the same on SQLite and PostgreSQL).
+
+The schema is versioned by an append-only list of migrations (``MIGRATIONS``); the
+``meta`` table records the version reached and how signatures were made.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("effective_url", Text),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("body_hash", String(64)),
+    Column("last_polled_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("last_error_kind", String(40)),
+    Column("consecutive_errors", Integer, nullable=False, default=0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("poll_count", Integer, nullable=False, default=0),
+    Column("request_count", Integer, nullable=False, default=0),
+    Column("next_poll_at", UTCDateTime),
+    Column("disabled_reason", Text),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("active", Boolean, nullable=False, default=True),  # false once removed from the config
+)
+
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # nullable: a cluster row is written just before its first item
+    Column("canonical_item_id", Integer, ForeignKey("items.id", use_alter=True, name="fk_cluster_canonical")),
+    Column("size", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("identity", Text, nullable=False),  # guid, else link, else hash of the entry
+    Column("guid", Text),
+    Column("url", Text),
+    Column("canonical_url", Text),
+    Column("title", Text, nullable=False, default=""),
+    Column("author", Text),
+    Column("language", String(35)),
+    Column("published_at", UTCDateTime),
+    Column("fetched_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Column("input_kind", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("shingle_count", Integer, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("cluster_id", Integer, ForeignKey("clusters.id"), nullable=False),
+    # the decision that put the item in its cluster, kept so it can be explained
+    Column("decision_method", String(16), nullable=False),
+    Column("decision_similarity", Float, nullable=False, default=0.0),
+    Column("decision_containment", Float, nullable=False, default=0.0),
+    Column("decision_matched_item_id", Integer),
+    Column("decision_reason", Text, nullable=False, default=""),
+    Column("notes", Text),
+    UniqueConstraint("source_id", "identity", name="uq_items_source_identity"),
+    Index("ix_items_cluster", "cluster_id"),
+    Index("ix_items_content_hash", "content_hash"),
+    Index("ix_items_canonical_url", "canonical_url"),
+    Index("ix_items_published", "published_at"),
+)
+
+# The LSH index: one row per (band key, item). A lookup is one indexed IN query, so
+# its cost depends on the candidates found, not on how many items are stored, and
+# nothing is held in memory between items.
+lsh_bands = Table(
+    "lsh_bands",
+    metadata,
+    Column("key", BigInteger, nullable=False),
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("key", "item_id", name="pk_lsh_bands"),
+    Index("ix_lsh_bands_item", "item_id"),
+    sqlite_with_rowid=False,
+)
+
+removals = Table(
+    "removals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("position", String(8), nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_removals_item", "item_id"),
+)
+
+canonical_changes = Table(
+    "canonical_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cluster_id", Integer, ForeignKey("clusters.id", ondelete="CASCADE"), nullable=False),
+    Column("old_item_id", Integer),
+    Column("new_item_id", Integer, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_canonical_changes_cluster", "cluster_id"),
+)
+
+# Paragraph sightings per source, for learning boilerplate (a paragraph repeated
+# verbatim across a source's recent items), and the paragraphs learned.
+paragraphs = Table(
+    "paragraphs",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("key", String(16), nullable=False),
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("source_id", "key", "item_id", name="pk_paragraphs"),
+    Index("ix_paragraphs_item", "item_id"),
+    sqlite_with_rowid=False,
+)
+
+boilerplate = Table(
+    "boilerplate",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("key", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("seen", Integer, nullable=False),
+    Column("window", Integer, nullable=False),
+    Column("learned_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("source_id", "key", name="pk_boilerplate"),
+)
+
+
+def _create_v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Append-only: (version, description, function). Never edit a released entry; add one.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial schema", _create_v1),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]

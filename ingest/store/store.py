@@ -1,0 +1,737 @@
+"""The canonical store: sources, items, clusters, the LSH index and provenance.
+
+``Store.open(url, scheme)`` migrates the schema and checks that the store's
+signatures were made the way the running config would make them. Every item is
+written by ``commit_item`` in one transaction with its dedup decision, LSH bands,
+removals and cluster change, so a crash never leaves half an item.
+
+The decision itself is a pure function passed in (``decide``): the store gathers
+candidates inside the transaction, calls it, and writes what it returns. On
+PostgreSQL the transaction first takes advisory locks on the item's band keys,
+content hash and URL, so concurrent workers deciding copies of one story serialise
+and agree on one cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from sqlalchemy import (
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ingest.config import SourceConfig
+from ingest.errors import SignatureMismatch, StoreError
+from ingest.models import (
+    Candidate,
+    DedupDecision,
+    Document,
+    Entry,
+    Fingerprint,
+    ItemOutcome,
+    PollRecord,
+    SourceState,
+)
+from ingest.store import schema as t
+
+# Candidate item ids are read in chunks below SQLite's bound-parameter limit.
+_CHUNK = 500
+
+
+def normalize_url(url: str) -> str:
+    """SQLAlchemy URL with the psycopg 3 driver for PostgreSQL."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _config_hash(source: SourceConfig) -> str:
+    return hashlib.sha256(source.url.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CanonicalMember:
+    item_id: int
+    published_at: datetime | None
+    fetched_at: datetime | None
+    priority: int
+    length: int
+
+
+class Store:
+    """A connection to one store. Thread-safe (one pooled engine)."""
+
+    def __init__(self, engine: Engine, scheme: dict[str, Any] | None) -> None:
+        self.engine = engine
+        self.scheme = scheme
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, url: str, scheme: dict[str, Any] | None = None, *, check_scheme: bool = True) -> "Store":
+        """Open (creating and migrating) the store at ``url``; check the signature scheme."""
+        url = normalize_url(url)
+        try:
+            engine = create_engine(url, future=True, pool_pre_ping=url.startswith("postgresql"))
+        except (SQLAlchemyError, ValueError, ImportError) as exc:
+            raise StoreError(f"cannot open {url!r}: {exc}") from exc
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
+        store = cls(engine, scheme)
+        try:
+            store._migrate()
+            if scheme is not None and check_scheme:
+                store._check_scheme(scheme)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open {engine.url.render_as_string(hide_password=True)}: {_short(exc)}") from exc
+        except StoreError:
+            engine.dispose()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7306329)"))  # one migrator at a time
+            if not self.engine.dialect.has_table(conn, "meta"):
+                version = 0
+            else:
+                row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).first()
+                version = int(row[0]) if row else 0
+            if version > t.SCHEMA_VERSION:
+                raise StoreError(f"store schema version {version} is newer than this ingest ({t.SCHEMA_VERSION})")
+            for number, _description, migrate in t.MIGRATIONS:
+                if number > version:
+                    migrate(conn)
+                    version = number
+            self._set_meta(conn, "schema_version", str(version))
+
+    def _check_scheme(self, scheme: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "signature_scheme")).first()
+            if row is None:
+                self._set_meta(conn, "signature_scheme", json.dumps(scheme, sort_keys=True))
+                return
+            stored = json.loads(row[0])
+        differences = [
+            f"{key}: store has {stored.get(key)!r}, config gives {scheme.get(key)!r}"
+            for key in sorted(set(stored) | set(scheme))
+            if stored.get(key) != scheme.get(key)
+        ]
+        if differences:
+            raise SignatureMismatch(
+                "signatures in the store were made differently ("
+                + "; ".join(differences)
+                + "): run `ingest resign` to re-sign the stored text with the current settings"
+            )
+
+    def stored_scheme(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "signature_scheme")).first()
+        return json.loads(row[0]) if row else None
+
+    def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        done = conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=value)).rowcount
+        if not done:
+            conn.execute(insert(t.meta).values(key=key, value=value))
+
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(t.meta))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store unreachable: {_short(exc)}") from exc
+
+    # ------------------------------------------------------------------ sources
+
+    def sync_sources(self, configs: Iterable[SourceConfig]) -> dict[str, SourceState]:
+        """Insert or update source rows from the config; a changed URL resets fetch state."""
+        configs = list(configs)
+        with self._begin() as conn:
+            rows = {r.name: r for r in conn.execute(select(t.sources))}
+            for source in configs:
+                row = rows.get(source.name)
+                digest = _config_hash(source)
+                if row is None:
+                    conn.execute(
+                        insert(t.sources).values(
+                            name=source.name, url=source.url, config_hash=digest, priority=source.priority,
+                            consecutive_errors=0, error_count=0, poll_count=0, request_count=0, active=True,
+                        )
+                    )
+                elif row.config_hash != digest:
+                    conn.execute(
+                        update(t.sources).where(t.sources.c.id == row.id).values(
+                            url=source.url, config_hash=digest, priority=source.priority, active=True,
+                            effective_url=None, etag=None, last_modified=None, body_hash=None,
+                            disabled_reason=None, consecutive_errors=0, next_poll_at=None,
+                        )
+                    )
+                elif row.priority != source.priority or not row.active:
+                    conn.execute(
+                        update(t.sources).where(t.sources.c.id == row.id).values(priority=source.priority, active=True)
+                    )
+            names = {s.name for s in configs}
+            stale = [r.id for r in rows.values() if r.name not in names and r.active]
+            if stale:
+                conn.execute(update(t.sources).where(t.sources.c.id.in_(stale)).values(active=False))
+        return {s.name: s for s in self.source_states() if s.name in {c.name for c in configs}}
+
+    def source_states(self, include_inactive: bool = False) -> list[SourceState]:
+        query = select(t.sources).order_by(t.sources.c.name)
+        if not include_inactive:
+            query = query.where(t.sources.c.active.is_(True))
+        with self.engine.connect() as conn:
+            return [_state(row) for row in conn.execute(query)]
+
+    def source_state(self, name: str) -> SourceState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.sources).where(t.sources.c.name == name)).first()
+        return _state(row) if row else None
+
+    def record_poll(self, source_id: int, poll: PollRecord) -> None:
+        """Keep the outcome of one poll: validators on success, error counts on failure."""
+        values: dict[str, Any] = {
+            "last_polled_at": poll.at,
+            "next_poll_at": poll.next_poll_at,
+            "poll_count": t.sources.c.poll_count + 1,
+            "request_count": t.sources.c.request_count + poll.requests,
+        }
+        if poll.ok:
+            values.update(last_success_at=poll.at, consecutive_errors=0, last_error=None, last_error_kind=None)
+            if poll.etag is not None or poll.last_modified is not None or poll.body_hash is not None:
+                values.update(etag=poll.etag, last_modified=poll.last_modified)
+            if poll.body_hash is not None:
+                values["body_hash"] = poll.body_hash
+        else:
+            values.update(
+                last_error=poll.error, last_error_kind=poll.error_kind,
+                consecutive_errors=t.sources.c.consecutive_errors + 1, error_count=t.sources.c.error_count + 1,
+            )
+        if poll.effective_url is not None:
+            values["effective_url"] = poll.effective_url
+        if poll.disabled_reason is not None:
+            values["disabled_reason"] = poll.disabled_reason
+        with self._begin() as conn:
+            conn.execute(update(t.sources).where(t.sources.c.id == source_id).values(**values))
+
+    # ------------------------------------------------------------------ items
+
+    def known_entries(self, source_id: int) -> dict[str, str]:
+        """identity -> entry hash of the source's stored items (to skip unchanged entries)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.items.c.identity, t.items.c.entry_hash).where(t.items.c.source_id == source_id)
+            )
+            return {r.identity: r.entry_hash for r in rows}
+
+    def touch_entry(self, source_id: int, identity: str, entry_hash: str) -> None:
+        """Record a new entry hash for an item whose clean text did not change."""
+        with self._begin() as conn:
+            conn.execute(
+                update(t.items)
+                .where(and_(t.items.c.source_id == source_id, t.items.c.identity == identity))
+                .values(entry_hash=entry_hash)
+            )
+
+    def learned_boilerplate(self, source_id: int) -> frozenset[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
+            return frozenset(r.key for r in rows)
+
+    def commit_item(
+        self,
+        *,
+        source_id: int,
+        entry: Entry,
+        canonical_url: str | None,
+        document: Document,
+        fp: Fingerprint,
+        decide: Callable[[Sequence[Candidate]], DedupDecision],
+        policy: Callable[[CanonicalMember], tuple],
+        max_candidates: int,
+        paragraph_keys: Sequence[tuple[str, str]] = (),
+        learn: tuple[int, int] | None = None,
+        fetched_at: datetime | None = None,
+    ) -> ItemOutcome:
+        """Write one item, its dedup decision and its cluster change in one transaction."""
+        now = fetched_at or _now()
+        with self._begin(immediate=True) as conn:
+            existing = conn.execute(
+                select(t.items.c.id, t.items.c.content_hash, t.items.c.cluster_id, t.items.c.title)
+                .where(and_(t.items.c.source_id == source_id, t.items.c.identity == entry.identity))
+            ).first()
+            if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
+                conn.execute(update(t.items).where(t.items.c.id == existing.id).values(entry_hash=entry.entry_hash))
+                return ItemOutcome(existing.id, "unchanged", existing.cluster_id)
+
+            if self.is_postgres:
+                _advisory_locks(conn, fp, canonical_url)
+            exclude = existing.id if existing else None
+            candidates = self._candidates(conn, fp, canonical_url, exclude, max_candidates)
+            decision = decide(candidates)
+            row = _item_values(source_id, entry, canonical_url, document, fp, decision, now)
+
+            if existing is None:
+                if decision.kind == "duplicate" and decision.cluster_id is not None:
+                    cluster_id = decision.cluster_id
+                else:
+                    cluster_id = conn.execute(
+                        insert(t.clusters).values(size=0, created_at=now, updated_at=now).returning(t.clusters.c.id)
+                    ).scalar_one()
+                item_id = conn.execute(
+                    insert(t.items).values(cluster_id=cluster_id, fetched_at=now, **row).returning(t.items.c.id)
+                ).scalar_one()
+                conn.execute(
+                    update(t.clusters).where(t.clusters.c.id == cluster_id)
+                    .values(size=t.clusters.c.size + 1, updated_at=now)
+                )
+                self._elect_canonical(conn, cluster_id, item_id, policy, now)
+                status = "new"
+            else:
+                item_id = existing.id
+                cluster_id = existing.cluster_id
+                size = conn.execute(select(t.clusters.c.size).where(t.clusters.c.id == cluster_id)).scalar_one()
+                moved = decision.kind == "duplicate" and decision.cluster_id not in (None, cluster_id) and size == 1
+                if moved:
+                    old_cluster, cluster_id = cluster_id, decision.cluster_id
+                if not moved and decision.kind == "duplicate" and decision.cluster_id != cluster_id:
+                    # an item keeps its cluster once it has company; the decision is still kept
+                    row["decision_reason"] = f"kept in cluster {cluster_id}; " + row["decision_reason"]
+                conn.execute(update(t.items).where(t.items.c.id == item_id).values(cluster_id=cluster_id, **row))
+                for table in (t.lsh_bands, t.removals, t.paragraphs):
+                    conn.execute(delete(table).where(table.c.item_id == item_id))
+                if moved:
+                    conn.execute(update(t.clusters).where(t.clusters.c.id == old_cluster).values(canonical_item_id=None))
+                    conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == old_cluster))
+                    conn.execute(delete(t.clusters).where(t.clusters.c.id == old_cluster))
+                    conn.execute(
+                        update(t.clusters).where(t.clusters.c.id == cluster_id)
+                        .values(size=t.clusters.c.size + 1, updated_at=now)
+                    )
+                self._elect_canonical(conn, cluster_id, None, policy, now)
+                status = "updated"
+
+            keys = sorted(set(fp.band_keys))
+            if keys:
+                conn.execute(insert(t.lsh_bands), [{"key": k, "item_id": item_id} for k in keys])
+            if document.removals:
+                conn.execute(
+                    insert(t.removals),
+                    [{"item_id": item_id, "rule": r.rule, "position": r.position, "text": r.text} for r in document.removals],
+                )
+            pkeys = sorted({k for k, _ in paragraph_keys})
+            if pkeys:
+                conn.execute(
+                    insert(t.paragraphs), [{"source_id": source_id, "key": k, "item_id": item_id} for k in pkeys]
+                )
+            learned = self._learn(conn, source_id, paragraph_keys, learn, now) if pkeys and learn else ()
+            return ItemOutcome(item_id, status, cluster_id, decision, learned)
+
+    def _candidates(
+        self, conn: Connection, fp: Fingerprint, canonical_url: str | None, exclude: int | None, limit: int
+    ) -> list[Candidate]:
+        ids: dict[int, int] = {}
+        flags: dict[int, set[str]] = {}
+        exact_filter = t.items.c.content_hash == fp.content_hash
+        if canonical_url:
+            exact_filter = or_(exact_filter, t.items.c.canonical_url == canonical_url)
+        for row in conn.execute(
+            select(t.items.c.id, t.items.c.content_hash, t.items.c.canonical_url).where(exact_filter)
+            .order_by(t.items.c.id).limit(limit)
+        ):
+            if row.id == exclude:
+                continue
+            ids.setdefault(row.id, 0)
+            if row.content_hash == fp.content_hash:
+                flags.setdefault(row.id, set()).add("same_content")
+            if canonical_url and row.canonical_url == canonical_url:
+                flags.setdefault(row.id, set()).add("same_url")
+        keys = sorted(set(fp.band_keys))
+        if keys:
+            hits = conn.execute(
+                select(t.lsh_bands.c.item_id, func.count().label("hits"))
+                .where(t.lsh_bands.c.key.in_(keys))
+                .group_by(t.lsh_bands.c.item_id)
+                .order_by(func.count().desc(), t.lsh_bands.c.item_id)
+                .limit(limit + 1)
+            )
+            for row in hits:
+                if row.item_id != exclude:
+                    ids[row.item_id] = max(ids.get(row.item_id, 0), row.hits)
+        if not ids:
+            return []
+        # the canonical item of every candidate cluster is always verified too
+        rows = list(self._item_rows(conn, list(ids)))
+        canonical_ids = {
+            r.canonical_item_id for r in conn.execute(
+                select(t.clusters.c.canonical_item_id).where(t.clusters.c.id.in_({r.cluster_id for r in rows}))
+            )
+        } - set(ids) - {None, exclude}
+        rows += list(self._item_rows(conn, list(canonical_ids)))
+        cluster_canonical = {
+            r.id: r.canonical_item_id
+            for r in conn.execute(select(t.clusters.c.id, t.clusters.c.canonical_item_id).where(
+                t.clusters.c.id.in_({r.cluster_id for r in rows})))
+        }
+        return [
+            Candidate(
+                item_id=r.id, cluster_id=r.cluster_id, source_id=r.source_id, title=r.title, text=r.text,
+                signature=r.signature, shingle_count=r.shingle_count,
+                is_canonical=cluster_canonical.get(r.cluster_id) == r.id, band_hits=ids.get(r.id, 0),
+                same_url="same_url" in flags.get(r.id, ()), same_content="same_content" in flags.get(r.id, ()),
+            )
+            for r in rows
+        ]
+
+    def _item_rows(self, conn: Connection, ids: list[int]) -> Iterator[Any]:
+        cols = (t.items.c.id, t.items.c.cluster_id, t.items.c.source_id, t.items.c.title, t.items.c.text,
+                t.items.c.signature, t.items.c.shingle_count)
+        for start in range(0, len(ids), _CHUNK):
+            yield from conn.execute(select(*cols).where(t.items.c.id.in_(ids[start : start + _CHUNK])))
+
+    def _elect_canonical(
+        self, conn: Connection, cluster_id: int, new_item_id: int | None,
+        policy: Callable[[CanonicalMember], tuple], now: datetime,
+    ) -> None:
+        """Re-elect the cluster's canonical item; record a change of canonical."""
+        current = conn.execute(select(t.clusters.c.canonical_item_id).where(t.clusters.c.id == cluster_id)).scalar_one()
+        member_query = (
+            select(
+                t.items.c.id, t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority,
+                func.length(t.items.c.text).label("length"),
+            )
+            .join(t.sources, t.sources.c.id == t.items.c.source_id)
+        )
+        if new_item_id is not None and current is not None:
+            # a new member only has to beat the current canonical
+            wanted = member_query.where(t.items.c.id.in_([current, new_item_id]))
+        else:
+            wanted = member_query.where(t.items.c.cluster_id == cluster_id)
+        members = [
+            CanonicalMember(r.id, r.published_at, r.fetched_at, r.priority or 0, r.length or 0)
+            for r in conn.execute(wanted)
+        ]
+        best = min(members, key=policy).item_id
+        if best == current:
+            return
+        conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(canonical_item_id=best, updated_at=now))
+        if current is not None:
+            conn.execute(
+                insert(t.canonical_changes).values(
+                    cluster_id=cluster_id, old_item_id=current, new_item_id=best, changed_at=now,
+                    reason="a better candidate under the canonical policy",
+                )
+            )
+
+    def _learn(
+        self, conn: Connection, source_id: int, paragraph_keys: Sequence[tuple[str, str]],
+        learn: tuple[int, int], now: datetime,
+    ) -> tuple[str, ...]:
+        """Mark paragraphs seen in >= min_count of the source's last ``window`` items as boilerplate."""
+        min_count, window = learn
+        texts = dict(paragraph_keys)
+        known = {
+            r.key for r in conn.execute(
+                select(t.boilerplate.c.key).where(and_(t.boilerplate.c.source_id == source_id,
+                                                       t.boilerplate.c.key.in_(list(texts))))
+            )
+        }
+        recent = (
+            select(t.items.c.id).where(t.items.c.source_id == source_id)
+            .order_by(t.items.c.id.desc()).limit(window).scalar_subquery()
+        )
+        rows = conn.execute(
+            select(t.paragraphs.c.key, func.count().label("seen"))
+            .where(and_(
+                t.paragraphs.c.source_id == source_id,
+                t.paragraphs.c.key.in_([k for k in texts if k not in known]),
+                t.paragraphs.c.item_id.in_(recent),
+            ))
+            .group_by(t.paragraphs.c.key)
+            .having(func.count() >= min_count)
+        )
+        learned = [
+            {"source_id": source_id, "key": r.key, "text": texts[r.key], "seen": r.seen, "window": window,
+             "learned_at": now}
+            for r in rows
+        ]
+        if learned:
+            conn.execute(insert(t.boilerplate), learned)
+        return tuple(row["key"] for row in learned)
+
+    def resign(self, fingerprint: Callable[[str], Fingerprint], scheme: dict[str, Any]) -> int:
+        """Re-sign every stored text and rebuild the LSH index, in one transaction."""
+        count = 0
+        with self._begin(immediate=True) as conn:
+            conn.execute(delete(t.lsh_bands))
+            ids = [r.id for r in conn.execute(select(t.items.c.id).order_by(t.items.c.id))]
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                rows = conn.execute(select(t.items.c.id, t.items.c.text).where(t.items.c.id.in_(chunk))).all()
+                bands: list[dict[str, int]] = []
+                for row in rows:
+                    fp = fingerprint(row.text)
+                    conn.execute(
+                        update(t.items).where(t.items.c.id == row.id).values(
+                            signature=fp.signature, shingle_count=fp.shingle_count, content_hash=fp.content_hash
+                        )
+                    )
+                    bands += [{"key": k, "item_id": row.id} for k in sorted(set(fp.band_keys))]
+                    count += 1
+                if bands:
+                    conn.execute(insert(t.lsh_bands), bands)
+            self._set_meta(conn, "signature_scheme", json.dumps(scheme, sort_keys=True))
+        return count
+
+    # ------------------------------------------------------------------ queries
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "items": conn.execute(select(func.count()).select_from(t.items)).scalar_one(),
+                "clusters": conn.execute(select(func.count()).select_from(t.clusters)).scalar_one(),
+                "sources": conn.execute(
+                    select(func.count()).select_from(t.sources).where(t.sources.c.active.is_(True))
+                ).scalar_one(),
+            }
+
+    def items(self, *, source: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored items with their source name, cluster and whether they are canonical."""
+        query = (
+            select(
+                t.items.c.id, t.sources.c.name.label("source"), t.items.c.url, t.items.c.guid, t.items.c.title,
+                t.items.c.author, t.items.c.published_at, t.items.c.fetched_at, t.items.c.text,
+                t.items.c.cluster_id.label("cluster"), t.items.c.input_kind,
+                (t.clusters.c.canonical_item_id == t.items.c.id).label("canonical"),
+            )
+            .join(t.sources, t.sources.c.id == t.items.c.source_id)
+            .join(t.clusters, t.clusters.c.id == t.items.c.cluster_id)
+            .order_by(t.items.c.id)
+        )
+        if source:
+            query = query.where(t.sources.c.name == source)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping, canonical=bool(r.canonical)) for r in conn.execute(query)]
+
+    def clusters(self, *, min_size: int = 1) -> list[dict[str, Any]]:
+        """Clusters with their members (signatures included, for similarity to the canonical)."""
+        with self.engine.connect() as conn:
+            cluster_rows = conn.execute(
+                select(t.clusters).where(t.clusters.c.size >= min_size).order_by(t.clusters.c.id)
+            ).all()
+            wanted = [c.id for c in cluster_rows]
+            members: dict[int, list[dict[str, Any]]] = {}
+            for start in range(0, len(wanted), _CHUNK):
+                for r in conn.execute(
+                    select(
+                        t.items.c.id, t.items.c.cluster_id, t.sources.c.name.label("source"), t.items.c.url,
+                        t.items.c.title, t.items.c.signature, t.items.c.published_at, t.items.c.decision_method,
+                    )
+                    .join(t.sources, t.sources.c.id == t.items.c.source_id)
+                    .where(t.items.c.cluster_id.in_(wanted[start : start + _CHUNK]))
+                    .order_by(t.items.c.id)
+                ):
+                    members.setdefault(r.cluster_id, []).append(dict(r._mapping))
+        return [
+            {"cluster": c.id, "canonical": c.canonical_item_id, "size": c.size, "updated_at": c.updated_at,
+             "items": members.get(c.id, [])}
+            for c in cluster_rows
+        ]
+
+    def item(self, item_id: int) -> dict[str, Any] | None:
+        """One item with everything known about it: decision, removals, cluster members."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.items, t.sources.c.name.label("source"))
+                .join(t.sources, t.sources.c.id == t.items.c.source_id)
+                .where(t.items.c.id == item_id)
+            ).first()
+            if row is None:
+                return None
+            out = dict(row._mapping)
+            out["removals"] = [
+                dict(r._mapping) for r in conn.execute(
+                    select(t.removals.c.rule, t.removals.c.position, t.removals.c.text)
+                    .where(t.removals.c.item_id == item_id).order_by(t.removals.c.id)
+                )
+            ]
+            cluster = conn.execute(select(t.clusters).where(t.clusters.c.id == row.cluster_id)).first()
+            out["canonical_item_id"] = cluster.canonical_item_id if cluster else None
+            out["members"] = [
+                dict(r._mapping) for r in conn.execute(
+                    select(t.items.c.id, t.sources.c.name.label("source"), t.items.c.title, t.items.c.url,
+                           t.items.c.signature, t.items.c.decision_method)
+                    .join(t.sources, t.sources.c.id == t.items.c.source_id)
+                    .where(t.items.c.cluster_id == row.cluster_id).order_by(t.items.c.id)
+                )
+            ]
+            out["canonical_changes"] = [
+                dict(r._mapping) for r in conn.execute(
+                    select(t.canonical_changes).where(t.canonical_changes.c.cluster_id == row.cluster_id)
+                    .order_by(t.canonical_changes.c.id)
+                )
+            ]
+        return out
+
+    def boilerplate(self, source: str | None = None) -> list[dict[str, Any]]:
+        query = (
+            select(t.sources.c.name.label("source"), t.boilerplate.c.key, t.boilerplate.c.text,
+                   t.boilerplate.c.seen, t.boilerplate.c.window, t.boilerplate.c.learned_at)
+            .join(t.sources, t.sources.c.id == t.boilerplate.c.source_id)
+            .order_by(t.sources.c.name, t.boilerplate.c.learned_at)
+        )
+        if source:
+            query = query.where(t.sources.c.name == source)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _begin(self, immediate: bool = False):  # type: ignore[no-untyped-def]
+        return _Transaction(self.engine, immediate)
+
+
+class _Transaction:
+    """A write transaction that turns database errors into StoreError.
+
+    ``immediate`` takes SQLite's write lock at BEGIN: the candidate lookup and the
+    writes of one dedup decision then see no other writer in between, so two copies
+    processed at once by two threads or processes cannot both start a cluster.
+    """
+
+    def __init__(self, engine: Engine, immediate: bool) -> None:
+        self._engine = engine
+        self._immediate = immediate
+
+    def __enter__(self) -> Connection:
+        try:
+            self._conn = self._engine.connect()
+            if self._immediate:
+                self._conn = self._conn.execution_options(sqlite_immediate=True)
+            self._tx = self._conn.begin()
+            return self._conn
+        except SQLAlchemyError as exc:
+            raise StoreError(_short(exc)) from exc
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            if exc_type is None:
+                self._tx.commit()
+            else:
+                self._tx.rollback()
+        except SQLAlchemyError as error:
+            raise StoreError(_short(error)) from error
+        finally:
+            self._conn.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise StoreError(_short(exc)) from exc
+        return False
+
+
+def _advisory_locks(conn: Connection, fp: Fingerprint, canonical_url: str | None) -> None:
+    keys = set(fp.band_keys)
+    keys.add(int(fp.content_hash[:15], 16))
+    if canonical_url:
+        keys.add(int(hashlib.sha256(canonical_url.encode()).hexdigest()[:15], 16))
+    # sorted, so two workers always lock in the same order and never deadlock
+    conn.execute(
+        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+        {"keys": sorted(keys)},
+    )
+
+
+def _item_values(
+    source_id: int, entry: Entry, canonical_url: str | None, document: Document, fp: Fingerprint,
+    decision: DedupDecision, now: datetime,
+) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "identity": entry.identity,
+        "guid": entry.guid,
+        "url": entry.url,
+        "canonical_url": canonical_url,
+        "title": document.title,
+        "author": document.author,
+        "language": (document.language or "")[:35] or None,
+        "published_at": document.published_at,
+        "updated_at": now,
+        "entry_hash": entry.entry_hash,
+        "input_kind": document.input_kind,
+        "text": document.text,
+        "content_hash": fp.content_hash,
+        "shingle_count": fp.shingle_count,
+        "signature": fp.signature,
+        "decision_method": decision.method,
+        "decision_similarity": decision.similarity,
+        "decision_containment": decision.containment,
+        "decision_matched_item_id": decision.matched_item_id,
+        "decision_reason": decision.reason,
+        "notes": "\n".join(document.notes) or None,
+    }
+
+
+def _state(row: Any) -> SourceState:
+    return SourceState(
+        source_id=row.id, name=row.name, url=row.url, effective_url=row.effective_url, etag=row.etag,
+        last_modified=row.last_modified, body_hash=row.body_hash, last_polled_at=row.last_polled_at,
+        last_success_at=row.last_success_at, last_error=row.last_error, last_error_kind=row.last_error_kind,
+        consecutive_errors=row.consecutive_errors or 0, error_count=row.error_count or 0,
+        next_poll_at=row.next_poll_at, disabled_reason=row.disabled_reason,
+    )
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("sqlite_immediate")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is off: _sqlite_begin emits BEGIN itself
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _short(exc: BaseException) -> str:
+    text_ = str(getattr(exc, "orig", None) or exc)
+    return text_.splitlines()[0][:300] if text_ else type(exc).__name__
