@@ -1,0 +1,88 @@
+"""Shared fixtures: real SQLite files, a real loopback HTTP server, opt-in PostgreSQL.
+
+PostgreSQL: tests marked with the ``store_url`` fixture run against SQLite always
+and against PostgreSQL when ``INGEST_TEST_POSTGRES_URL`` is set; if it is set and the
+server does not answer, those tests fail (they do not skip).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+POSTGRES_URL = os.environ.get("INGEST_TEST_POSTGRES_URL")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"postgresql: {POSTGRES_URL or 'not configured (INGEST_TEST_POSTGRES_URL unset): SQLite only'}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (dropped afterwards); fails when the server is unreachable."""
+    if not POSTGRES_URL:
+        pytest.skip("INGEST_TEST_POSTGRES_URL not set")
+    import sqlalchemy as sa
+
+    from ingest.store import normalize_url
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalize_url(POSTGRES_URL))
+    with admin.begin() as conn:  # raises (test fails) when the server does not answer
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on SQLite, and on PostgreSQL when configured."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config file into tmp_path from TOML text (dedented); returns its path."""
+
+    def write(body: str, name: str = "ingest.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(body), encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None):
+    """Run ``python -m ingest ARGS`` in a subprocess of this checkout; returns CompletedProcess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("INGEST_CONFIG", None) if env is None or "INGEST_CONFIG" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args], cwd=cwd or ROOT, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    return run_cli
