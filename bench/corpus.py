@@ -19,7 +19,8 @@ from typing import Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEDUP_DIR = ROOT / "fixtures" / "dedup"
-SEED = ROOT.parent / "shared" / "seeds" / "000_18e03e7586775b0a.txt"
+# a real syndicated AFP story (from shared/seeds) ending in "Post Disclaimer" and a cookie banner
+SEED = ROOT / "fixtures" / "seeds" / "kazakhstan-afp-syndicated.txt"
 
 
 @dataclass(frozen=True)

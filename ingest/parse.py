@@ -26,7 +26,6 @@ from ingest.models import Entry, FetchResult, ParsedFeed
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*(\[[^\]]*\])?[^>]*>", re.IGNORECASE)
 _ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _JSONFEED_VERSION = re.compile(r"^https://jsonfeed\.org/version/1(\.1)?/?$")
-_MAX_JSON_DEPTH_BYTES = 64  # nesting beyond this is not a feed; json would recurse deeply
 
 
 def parse(result: FetchResult) -> ParsedFeed:
@@ -68,7 +67,9 @@ def _parse_xml(body: bytes, content_type: str | None) -> ParsedFeed:
         raise ParseError("not a feed (no RSS, Atom or JSON Feed root)")
     feed = parsed.get("feed", {})
     language = feed.get("language")
-    entries = tuple(_entry(e, language) for e in parsed.entries)
+    entries = tuple(e for e in (_entry(raw, language) for raw in parsed.entries) if _has_substance(e))
+    if len(entries) < len(parsed.entries):
+        warnings.append(f"{len(parsed.entries) - len(entries)} entries without id, link, title or content skipped")
     return ParsedFeed(
         title=feed.get("title"),
         link=feed.get("link"),
@@ -76,6 +77,10 @@ def _parse_xml(body: bytes, content_type: str | None) -> ParsedFeed:
         ttl=_ttl(feed.get("ttl")),
         warnings=tuple(warnings),
     )
+
+
+def _has_substance(entry: Entry) -> bool:
+    return bool(entry.guid or entry.url or entry.title or entry.content_html.strip())
 
 
 def _bozo_reason(exc: Any) -> str:
@@ -116,14 +121,19 @@ def _entry(e: Any, feed_language: str | None) -> Entry:
         url=link,
         title=title,
         author=(e.get("author") or "").strip() or None,
-        published_at=_struct_time(e.get("published_parsed")) or _struct_time(e.get("updated_parsed")),
-        updated_at=_struct_time(e.get("updated_parsed")),
+        published_at=_struct_time(_raw(e, "published_parsed")) or _struct_time(_raw(e, "updated_parsed")),
+        updated_at=_struct_time(_raw(e, "updated_parsed")),
         content_html=content_html,
         content_kind=content_kind,
         language=language or feed_language,
         enclosure_urls=enclosures,
         tags=tags,
     )
+
+
+def _raw(entry: Any, key: str) -> Any:
+    # FeedParserDict.get maps missing keys to others with a DeprecationWarning (issue 310)
+    return dict.get(entry, key)
 
 
 def _struct_time(value: Any) -> datetime | None:
@@ -171,7 +181,9 @@ def _parse_jsonfeed(body: bytes) -> ParsedFeed:
         if not isinstance(item, dict):
             warnings.append(f"item {index} is not an object: skipped")
             continue
-        entries.append(_json_entry(item, doc, feed_language))
+        entry = _json_entry(item, doc, feed_language)
+        if _has_substance(entry):
+            entries.append(entry)
     return ParsedFeed(
         title=_str(doc.get("title")), link=_str(doc.get("home_page_url")), entries=tuple(entries),
         warnings=tuple(warnings),

@@ -75,8 +75,8 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None):
     """Run ``python -m ingest ARGS`` in a subprocess of this checkout; returns CompletedProcess."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("INGEST_CONFIG", None) if env is None or "INGEST_CONFIG" not in env else None
+    full_env = {k: v for k, v in os.environ.items() if k != "INGEST_CONFIG"}
+    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "ingest", *args], cwd=cwd or ROOT, env=full_env, capture_output=True, text=True,
         timeout=timeout,

@@ -1,0 +1,162 @@
+"""The whole `ingest --once` run through the CLI, against a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from bench import corpus
+
+from .conftest import FIXTURES
+
+DEMO = FIXTURES / "feeds" / "demo"
+SOURCES = ["afp-wire", "axadle", "worldtimes-blog", "reuters-wire", "sportsdesk", "rssdigest", "newsnow-syndicate"]
+
+
+def _serve(httpserver: HTTPServer, name: str, body: bytes | None = None, status: int = 200) -> str:
+    path = f"/{name}.xml"
+    data = body if body is not None else (DEMO / f"{name}.xml").read_bytes()
+    httpserver.expect_request(path).respond_with_data(data, status=status, content_type="application/rss+xml")
+    return httpserver.url_for(path)
+
+
+def _config(write_config, urls: dict[str, str], store: str = "sqlite:///store.db", extra: str = "") -> Path:
+    sources = "".join(f'[[sources]]\nname = "{n}"\nurl = "{u}"\n\n' for n, u in urls.items())
+    return write_config(f'[store]\nurl = "{store}"\n[fetch]\nper_host_delay = 0\n{extra}\n{sources}')
+
+
+def _jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def demo_run(httpserver: HTTPServer, write_config, cli):
+    urls = {name: _serve(httpserver, name) for name in SOURCES}
+    config = _config(write_config, urls)
+    first = cli("--once", "--json", "-c", str(config))
+    return config, first
+
+
+def test_once_collapses_copies_and_keeps_stories_apart(demo_run, cli):
+    config, first = demo_run
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert set(summary) == {"sources", "sources_failed", "items_new", "items_updated", "duplicates", "clusters", "errors"}
+    assert summary["sources"] == len(SOURCES) and summary["sources_failed"] == 0
+    assert summary["items_new"] > summary["clusters"] > 0
+    assert summary["duplicates"] == summary["items_new"] - summary["clusters"]
+
+    items = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    clusters = _jsonl(cli("clusters", "--json", "-c", str(config)).stdout)
+    assert len(items) == summary["items_new"] and len(clusters) == summary["clusters"]
+    assert {"id", "source", "url", "guid", "title", "published", "text", "cluster", "canonical"} <= set(items[0])
+    assert {"cluster", "canonical", "size", "items"} <= set(clusters[0])
+
+    # labels: which stored item is which corpus item (by source + guid)
+    labelled = {(i.source, i.guid): i for i in corpus.load() + corpus.seed_items()}
+    story_of = {item["id"]: labelled[(item["source"], item["guid"])].story for item in items}
+    relation_of = {item["id"]: labelled[(item["source"], item["guid"])].relation for item in items}
+    for cluster in clusters:
+        stories = {story_of[m["id"]] for m in cluster["items"]}
+        assert len(stories) == 1, f"cluster {cluster['cluster']} mixes stories {stories}"
+        assert sum(1 for m in cluster["items"] if m["id"] == cluster["canonical"]) == 1
+        for member in cluster["items"]:
+            assert 0.0 <= member["similarity"] <= 1.0
+    seed_cluster = [c for c in clusters if {story_of[m["id"]] for m in c["items"]} == {"seed-kazakhstan"}]
+    assert len(seed_cluster) == 1 and seed_cluster[0]["size"] == 3
+    # every non-paraphrased copy of a story shares one cluster
+    for story in {story_of[i] for i in story_of}:
+        members = [i for i in story_of if story_of[i] == story and relation_of[i] != "paraphrase"]
+        assert len({next(c["cluster"] for c in clusters if any(m["id"] == i for m in c["items"])) for i in members}) == 1
+
+
+def test_second_run_adds_nothing(demo_run, cli):
+    config, first = demo_run
+    again = cli("--once", "--json", "-c", str(config))
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["items_new"] == 0 and summary["items_updated"] == 0 and summary["duplicates"] == 0
+    assert summary["clusters"] == json.loads(first.stdout)["clusters"]
+
+
+def test_seed_disclaimer_and_cookie_banner_are_removed(demo_run, cli):
+    config, _ = demo_run
+    items = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    seed = next(i for i in items if i["source"] == "axadle")
+    text = seed["text"]
+    for gone in ("Post Disclaimer", "auto-generated from the Syndicate feed", "This website uses cookies"):
+        assert gone not in text
+    paragraphs = text.split("\n\n")
+    assert paragraphs[0].startswith("Bursts of gunfire echoed through the streets of Kazakhstan")
+    assert paragraphs[-1].startswith("“Literally in three days a revolution has taken place")
+
+
+def test_reopened_store_gives_the_same_clusters(demo_run, cli):
+    config, _ = demo_run
+    one = cli("clusters", "--json", "-c", str(config)).stdout
+    two = cli("clusters", "--json", "-c", str(config)).stdout
+    assert one == two and _jsonl(one)
+
+
+def test_a_failing_source_is_one_line_and_the_others_go_on(httpserver: HTTPServer, write_config, cli):
+    urls = {"afp-wire": _serve(httpserver, "afp-wire"), "broken": _serve(httpserver, "broken", b"<html>oops</html>"),
+            "missing": httpserver.url_for("/missing.xml")}
+    httpserver.expect_request("/missing.xml").respond_with_data("no", status=404)
+    result = cli("--once", "--json", "-c", str(_config(write_config, urls)))
+    assert result.returncode == 0
+    summary = json.loads(result.stdout)
+    assert summary["sources_failed"] == 2 and summary["items_new"] > 0
+    errors = {e["source"]: e["error"] for e in summary["errors"]}
+    assert errors["missing"].startswith("fetch: HTTP 404")
+    assert errors["broken"].startswith("parse: ")
+    stderr_lines = [line for line in result.stderr.splitlines() if "source '" in line]
+    assert len(stderr_lines) == 2 and "Traceback" not in result.stderr
+
+
+def test_every_source_failing_exits_1(httpserver: HTTPServer, write_config, cli):
+    httpserver.expect_request("/gone.xml").respond_with_data("", status=500)
+    urls = {"a": httpserver.url_for("/gone.xml"), "b": str(FIXTURES / "no-such-file.xml")}
+    result = cli("--once", "-c", str(_config(write_config, urls)))
+    assert result.returncode == 1
+    assert "source 'a': fetch: HTTP 500" in result.stderr and "source 'b': fetch: no such file" in result.stderr
+
+
+def test_unusable_store_exits_1(write_config, cli, tmp_path):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    config = _config(write_config, {"x": str(DEMO / "afp-wire.xml")}, store="sqlite:///blocker/store.db")
+    result = cli("--once", "-c", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith("ingest: store: ") and "Traceback" not in result.stderr
+
+
+def test_changed_entry_is_updated_in_place(httpserver: HTTPServer, write_config, cli, tmp_path):
+    body = (DEMO / "afp-wire.xml").read_bytes()
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(body)
+    config = _config(write_config, {"afp-wire": str(feed)})
+    assert cli("--once", "-c", str(config)).returncode == 0
+    before = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    feed.write_bytes(body.replace(b"Bursts of gunfire echoed", b"Sustained bursts of gunfire echoed"))
+    result = cli("--once", "--json", "-c", str(config))
+    summary = json.loads(result.stdout)
+    assert summary["items_new"] == 0 and summary["items_updated"] == 1
+    after = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    assert [i["id"] for i in after] == [i["id"] for i in before]
+    assert any("Sustained bursts" in i["text"] for i in after)
+
+
+def test_show_explains_an_item(demo_run, cli):
+    config, _ = demo_run
+    items = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    seed = next(i for i in items if i["source"] == "axadle")
+    shown = cli("show", str(seed["id"]), "-c", str(config))
+    assert shown.returncode == 0
+    assert "not-edited-auto-generated" in shown.stdout and "cookie-consent" in shown.stdout
+    detail = json.loads(cli("show", str(seed["id"]), "--json", "-c", str(config)).stdout)
+    assert detail["cluster"] == seed["cluster"] and len(detail["members"]) == 3
+    assert any("Post Disclaimer" in r["text"] for r in detail["removed"])
+    missing = cli("show", "999999", "-c", str(config))
+    assert missing.returncode == 1 and "no item with id 999999" in missing.stderr
