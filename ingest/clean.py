@@ -30,6 +30,12 @@ from ingest.models import Document, Removal
 from ingest.text import normalize_words
 
 SCOPES = ("whole", "edge", "tail")
+# Edge zones (see _strip_edge): how many unclaimed short paragraphs may sit between a
+# boilerplate paragraph and the END of the text. Sites stack prompts and credits at the
+# end, and an unknown one is one line (< 200 chars in every fixture case). At the start
+# no slack: a short news lead is common there, and a disclosure after it is article text.
+EDGE_SLACK = 2
+EDGE_SHORT_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -105,67 +111,78 @@ def paragraph_key(paragraph: str) -> str:
 
 
 def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozenset()) -> Document:
-    """``document`` with boilerplate paragraphs removed and the removals recorded."""
-    paragraphs = document.paragraphs
-    removals: list[Removal] = []
-    kept: list[str] = []
+    """``document`` with boilerplate paragraphs removed and the removals recorded (in text order)."""
+    removals: list[tuple[int, Removal]] = []  # (paragraph index, removal): sorted at the end
+    kept: list[tuple[int, str]] = []
 
     # 1. per-source patterns: remove what they match, drop paragraphs left empty
-    for paragraph in paragraphs:
+    for index, paragraph in enumerate(document.paragraphs):
         for pattern in rules.source_patterns:
             paragraph, removed = _cut(pattern, paragraph)
-            removals += [Removal(f"source:{pattern.pattern}", text, "inline") for text in removed]
+            removals += [(index, Removal(f"source:{pattern.pattern}", text, "inline")) for text in removed]
         if paragraph.strip():
-            kept.append(paragraph.strip())
+            kept.append((index, paragraph.strip()))
 
     # 2. whole-paragraph rules and learned paragraphs, anywhere
     whole = [r for r in rules.rules if r.scope == "whole"]
-    survivors: list[str] = []
-    for paragraph in kept:
+    survivors: list[tuple[int, str]] = []
+    for index, paragraph in kept:
         name = _claim(paragraph, whole, learned)
         if name:
-            removals.append(Removal(name, paragraph, "whole"))
+            removals.append((index, Removal(name, paragraph, "whole")))
         else:
-            survivors.append(paragraph)
+            survivors.append((index, paragraph))
 
     # 3. tail sentences glued to the last paragraph
     tails = [r for r in rules.rules if r.scope == "tail"]
     while survivors and tails:
-        last, cut_by = survivors[-1], None
-        for rule in tails:
-            match = _last_match(rule.regex, last)
-            if match:
-                cut_by = rule
-                removals.append(Removal(rule.name, match.group().strip(), "end"))
-                last = last[: match.start()].rstrip()
-                break
-        if cut_by is None:
+        index, last = survivors[-1]
+        match, rule = next(((m, r) for r in tails if (m := _last_match(r.regex, last))), (None, None))
+        if match is None or rule is None:
             break
+        removals.append((index, Removal(rule.name, match.group().strip(), "end")))
+        last = last[: match.start()].rstrip()
         if last:
-            survivors[-1] = last
+            survivors[-1] = (index, last)
             break
         survivors.pop()
 
-    # 4. edge runs: strip boilerplate paragraphs from both ends until article text
+    # 4. edge zones: boilerplate paragraphs near either end, up to the article text
     edge = [r for r in rules.rules if r.scope in ("edge", "whole")]
-    end_removed: list[Removal] = []
-    while survivors:
-        name = _claim(survivors[-1], edge, learned)
-        if not name:
-            break
-        end_removed.insert(0, Removal(name, survivors.pop(), "end"))
-    removals += end_removed
-    start_removed = []
-    while survivors:
-        name = _claim(survivors[0], edge, learned)
-        if not name:
-            break
-        start_removed.append(Removal(name, survivors.pop(0), "start"))
-    removals = start_removed + removals
+    survivors, end_removed = _strip_edge(survivors[::-1], edge, learned, "end", EDGE_SLACK)
+    survivors, start_removed = _strip_edge(survivors[::-1], edge, learned, "start", 0)
+    removals += end_removed + start_removed
 
     if not survivors:  # never clean an article down to nothing: keep the input
         return replace(document, notes=document.notes + ("cleaning would remove every paragraph: kept as is",))
-    return replace(document, text="\n\n".join(survivors), removals=document.removals + tuple(removals))
+    ordered = tuple(removal for _, removal in sorted(removals, key=lambda item: item[0]))
+    return replace(document, text="\n\n".join(p for _, p in survivors), removals=document.removals + ordered)
+
+
+def _strip_edge(
+    paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int
+) -> tuple[list[tuple[int, str]], list[tuple[int, Removal]]]:
+    """Remove claimed paragraphs from the front of ``paragraphs`` (one end of the text).
+
+    Up to ``slack`` short unclaimed paragraphs may stand between a claimed one and the
+    end: a site glues several prompts on, and one that no rule knows ("Follow X on
+    Y", a trust-principles link) must not shield a disclaimer behind it. The
+    unclaimed paragraphs themselves stay; a long one ends the zone (article prose).
+    """
+    kept: list[tuple[int, str]] = []
+    removed: list[tuple[int, Removal]] = []
+    used = 0
+    for at, (index, paragraph) in enumerate(paragraphs):
+        name = _claim(paragraph, rules, learned)
+        if name:
+            removed.append((index, Removal(name, paragraph, position)))
+            continue
+        if len(paragraph) > EDGE_SHORT_CHARS or used >= slack:
+            kept += paragraphs[at:]
+            break
+        used += 1
+        kept.append((index, paragraph))
+    return kept, removed
 
 
 def _claim(paragraph: str, rules: list[Rule], learned: frozenset[str]) -> str | None:
