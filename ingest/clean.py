@@ -159,6 +159,20 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
     return replace(document, text="\n\n".join(p for _, p in survivors), removals=document.removals + ordered)
 
 
+def strip_learned(text: str, learned: frozenset[str]) -> tuple[str, tuple[Removal, ...]]:
+    """``text`` (stored clean text) without its learned paragraphs, and what was taken out.
+
+    Used to re-clean a source's earlier items when a paragraph is learned; like
+    ``clean`` it never removes every paragraph.
+    """
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    kept = [p for p in paragraphs if paragraph_key(p) not in learned]
+    if not kept or len(kept) == len(paragraphs):
+        return text, ()
+    removed = tuple(Removal("learned", p, "whole") for p in paragraphs if paragraph_key(p) in learned)
+    return "\n\n".join(kept), removed
+
+
 def _strip_edge(
     paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int
 ) -> tuple[list[tuple[int, str]], list[tuple[int, Removal]]]:

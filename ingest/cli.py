@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="NAME")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("reprocess", parents=[common],
+                       help="re-clean stored items with today's rules and learned boilerplate (dedup decisions kept)")
+    p.add_argument("--source", action="append", metavar="NAME", help="only these sources")
+
     sub.add_parser("resign", parents=[common], help="re-sign stored text with the current dedup settings, rebuild the index")
     return parser
 
@@ -249,8 +253,8 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     print(item["text"])
     print()
     print(f"removed ({len(item['removals'])}):")
-    for r in item["removals"]:
-        print(f"  [{r['rule']}, {r['position']}] {r['text'][:300]}")
+    for r in item["removals"]:  # in text order, whole (a user audits exactly what went)
+        print(f"  [{r['rule']}, {r['position']}] {r['text']}")
     if item["notes"]:
         print(f"notes: {item['notes']}")
     print()
@@ -301,8 +305,32 @@ def cmd_boilerplate(config: Config, args: argparse.Namespace) -> int:
         for r in rows:
             _jsonl({**r, "learned_at": _iso(r["learned_at"])})
     else:
-        _table(["source", "seen", "learned", "paragraph"],
-               [[r["source"], f"{r['seen']}/{r['window']}", _day(r["learned_at"]), r["text"][:90]] for r in rows])
+        # seen: in how many different stories of the source's last `window` items the
+        # paragraph stood when it was learned; removed: items it was taken out of
+        _table(["source", "seen", "window", "removed", "learned", "paragraph"],
+               [[r["source"], r["seen"], r["window"], r["removed"], _day(r["learned_at"]), r["text"][:90]]
+                for r in rows])
+    return EXIT_OK
+
+
+def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
+    from ingest.fetch import Fetcher
+    from ingest.pipeline import Deps, reprocess
+
+    sources = list(config.sources)
+    if args.source:
+        unknown = set(args.source) - {s.name for s in sources}
+        if unknown:
+            raise ConfigError(f"--source: no source named {', '.join(sorted(unknown))}")
+        sources = [s for s in sources if s.name in args.source]
+    with open_store(config) as store:
+        fetcher = Fetcher(config.fetch)  # Deps wants one; reprocess sends no request
+        try:
+            done = reprocess(Deps(config, store, fetcher), sources)
+        finally:
+            fetcher.close()
+    for name, (seen, changed) in sorted(done.items()):
+        print(f"{name}: {changed} of {seen} items re-cleaned")
     return EXIT_OK
 
 
@@ -323,6 +351,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "sources": cmd_sources,
     "boilerplate": cmd_boilerplate,
     "resign": cmd_resign,
+    "reprocess": cmd_reprocess,
 }
 
 

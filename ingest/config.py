@@ -216,7 +216,7 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
     "extract": {
         "builtin_rules": (BOOL, "strip the built-in disclaimer/boilerplate rules"),
         "min_chars": (_bounded(INT, 0), "extractions shorter than this fall back to the feed's text"),
-        "boilerplate_min_count": (_bounded(INT, 2), "a paragraph seen in this many of a source's recent items is boilerplate"),
+        "boilerplate_min_count": (_bounded(INT, 2), "a paragraph seen in this many different stories among a source's recent items is boilerplate"),
         "boilerplate_window": (_bounded(INT, 3), "how many recent items of a source are looked at"),
     },
     "dedup": {

@@ -20,12 +20,12 @@ from functools import partial
 from typing import Callable, Iterator
 
 from ingest import dedup, polling
-from ingest.clean import clean, paragraph_key, ruleset
+from ingest.clean import RuleSet, clean, paragraph_key, ruleset, strip_learned
 from ingest.config import Config, SourceConfig
 from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, StoreError
 from ingest.extract import extract
 from ingest.fetch import Fetcher
-from ingest.models import Document, Entry, FetchResult, PollRecord, SourceReport, SourceState
+from ingest.models import Document, Entry, FetchResult, Fingerprint, PollRecord, Removal, SourceReport, SourceState
 from ingest.parse import parse
 from ingest.store import CanonicalMember, Store
 from ingest.urls import canonical_url, redact_url
@@ -186,6 +186,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
                     paragraph_keys=_paragraph_keys(document),
                     learn=(cfg.extract.boilerplate_min_count, cfg.extract.boilerplate_window),
                     fetched_at=deps.clock(),
+                    reclean=partial(_without_learned, scheme=deps.scheme),
                 )
         except StoreError:
             raise
@@ -204,6 +205,44 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         items_unchanged=counts["unchanged"], duplicates=counts["duplicates"], warnings=feed.warnings,
         item_errors=tuple(item_errors), requests=requests_sent, timings=timer.totals,
     )
+
+
+def _without_learned(
+    text: str, learned: frozenset[str], scheme: dedup.SignatureScheme
+) -> tuple[str, Fingerprint, tuple[Removal, ...]] | None:
+    """A stored text re-cleaned of newly learned paragraphs, re-fingerprinted (None: unchanged)."""
+    cleaned, removed = strip_learned(text, learned)
+    return (cleaned, dedup.fingerprint(cleaned, scheme), removed) if removed else None
+
+
+def _recleaned(
+    text: str, rules: RuleSet, learned: frozenset[str], scheme: dedup.SignatureScheme
+) -> tuple[str, Fingerprint, tuple[Removal, ...]] | None:
+    """A stored text cleaned again with the rules and learned paragraphs in force now."""
+    document = clean(Document(title="", text=text), rules, learned)
+    if document.text == text:
+        return None
+    return document.text, dedup.fingerprint(document.text, scheme), document.removals
+
+
+def reprocess(deps: Deps, sources: list[SourceConfig] | None = None) -> dict[str, tuple[int, int]]:
+    """Re-clean the stored items of ``sources`` with today's rules and learned boilerplate.
+
+    Stored text is already clean, so this applies what was added since it was stored
+    (paragraphs learned later, new `strip` patterns, new built-in rules) and keeps each
+    item's dedup decision. Returns source name -> (items seen, items changed).
+    """
+    chosen = sources if sources is not None else list(deps.config.sources)
+    states = deps.store.sync_sources(deps.config.sources)
+    done: dict[str, tuple[int, int]] = {}
+    for source in chosen:
+        state = states[source.name]
+        rules = ruleset(deps.config.extract.builtin_rules, source.strip)
+        learned = deps.store.learned_boilerplate(state.source_id)
+        done[source.name] = deps.store.reprocess(
+            state.source_id, partial(_recleaned, rules=rules, learned=learned, scheme=deps.scheme), at=deps.clock(),
+        )
+    return done
 
 
 def _fetch_page(fetcher: Fetcher, entry: Entry) -> tuple[FetchResult | None, str | None]:

@@ -160,3 +160,85 @@ def test_show_explains_an_item(demo_run, cli):
     assert any("Post Disclaimer" in r["text"] for r in detail["removed"])
     missing = cli("show", "999999", "-c", str(config))
     assert missing.returncode == 1 and "no item with id 999999" in missing.stderr
+
+
+# ---------------------------------------------------------------- learned boilerplate, end to end
+
+_FOOTER = "Harbour Times is owned by its readers. Become a member from $5 a month and support local journalism."
+_STORIES = [
+    ("Seawall upgrade approved", "The council approved a 4.2 million dollar upgrade of the Eastern Beach seawall on "
+     "Tuesday after engineers found cracks along a third of its length.", "Work will start in autumn and take two "
+     "years, with the boat ramp closed for six months while the southern section is rebuilt."),
+    ("Ferry timetable changes", "The harbour ferry will run every twenty minutes at peak times from March, the "
+     "operator said, after a year of complaints about crowded morning sailings.", "Weekend services will start an "
+     "hour earlier, and a new late sailing will leave the city wharf at half past eleven on Fridays."),
+    ("Bakery wins national award", "A Wharf Street bakery has won a national award for its sourdough, beating more "
+     "than three hundred entries in the annual judging held in the capital.", "The owners said they would keep "
+     "their prices as they are and hire two more apprentices before the summer season."),
+    ("Netball final tickets sold out", "Tickets for Saturday's netball grand final sold out within an hour, the "
+     "league said, the fastest sale in the competition's forty year history.", "Organisers will put up a big "
+     "screen on the foreshore so fans without tickets can watch the match together."),
+]
+
+
+def _harbour_feed(stories) -> bytes:
+    items = "".join(
+        f"<item><title>{title}</title><link>https://harbour.example/{i}</link><guid>https://harbour.example/{i}</guid>"
+        f"<pubDate>Tue, 0{i + 1} Apr 2025 08:00:00 GMT</pubDate>"
+        f"<content:encoded><![CDATA[<p>{a}</p><p>{b}</p><p>{_FOOTER}</p><p>[ref HT-{i}]</p>]]></content:encoded></item>"
+        for i, (title, a, b) in enumerate(stories)
+    )
+    return (f'<?xml version="1.0"?><rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">'
+            f"<channel><title>Harbour Times</title><link>https://harbour.example/</link>{items}</channel></rss>").encode()
+
+
+def test_repeated_footer_is_learned_removed_everywhere_and_listed(write_config, cli, tmp_path):
+    feed = tmp_path / "harbour.xml"
+    feed.write_bytes(_harbour_feed(_STORIES[:3]))
+    config = _config(write_config, {"harbour": str(feed)})
+    first = cli("--once", "--json", "-c", str(config))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["items_new"] == 3
+
+    # the third story made the footer boilerplate; the two before it were re-cleaned too
+    items = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    assert len(items) == 3
+    for item, (_, a, b) in zip(items, _STORIES):
+        assert _FOOTER not in item["text"]
+        assert item["text"].startswith(a) and b in item["text"]
+        shown = json.loads(cli("show", str(item["id"]), "--json", "-c", str(config)).stdout)
+        assert {"rule": "learned", "position": "whole", "text": _FOOTER} in shown["removed"]
+    assert len({i["cluster"] for i in items}) == 3
+
+    listed = cli("boilerplate", "-c", str(config))
+    assert listed.returncode == 0 and "Harbour Times is owned by its readers" in listed.stdout
+    (row,) = _jsonl(cli("boilerplate", "--json", "--source", "harbour", "-c", str(config)).stdout)
+    assert (row["source"], row["seen"], row["window"], row["removed"]) == ("harbour", 3, 50, 3)
+
+    # a later item loses the footer on the way in
+    feed.write_bytes(_harbour_feed(_STORIES))
+    assert json.loads(cli("--once", "--json", "-c", str(config)).stdout)["items_new"] == 1
+    latest = _jsonl(cli("items", "--json", "-c", str(config)).stdout)[-1]
+    assert latest["title"] == _STORIES[3][0] and _FOOTER not in latest["text"]
+    text_view = cli("show", str(latest["id"]), "-c", str(config)).stdout
+    assert f"[learned, whole] {_FOOTER}" in text_view
+
+
+def test_reprocess_applies_a_new_strip_pattern_to_stored_items(write_config, cli, tmp_path):
+    feed = tmp_path / "harbour.xml"
+    feed.write_bytes(_harbour_feed(_STORIES[:2]))
+    config = _config(write_config, {"harbour": str(feed)})
+    assert cli("--once", "-c", str(config)).returncode == 0
+    before = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    assert all("[ref HT-" in i["text"] for i in before)
+
+    text = config.read_text().replace('url = "' + str(feed) + '"', 'url = "' + str(feed) + '"\nstrip = ["^\\\\[ref HT-\\\\d+\\\\]$"]')
+    config.write_text(text)
+    result = cli("reprocess", "--source", "harbour", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "harbour: 2 of 2 items re-cleaned"
+    after = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    assert [i["id"] for i in after] == [i["id"] for i in before]
+    assert [i["cluster"] for i in after] == [i["cluster"] for i in before]
+    assert all("[ref HT-" not in i["text"] for i in after)
+    assert cli("reprocess", "--source", "nope", "-c", str(config)).returncode == 2

@@ -157,3 +157,69 @@ def test_scheme_mismatch_is_refused(store_url):
     other = replace(SCHEME, num_perm=64)
     with pytest.raises(StoreError, match="num_perm: store has 128, config gives 64"):
         Store.open(store_url, other.as_dict())
+
+
+# ---------------------------------------------------------------- learned boilerplate
+
+FOOTER = "Harbour Times is owned by its readers. Become a member from $5 a month and support local journalism."
+STORIES = [
+    STORY,
+    OTHER,
+    "The city library will open on Sundays from next month after the council found money for four more staff, "
+    "ending a twelve year gap in weekend opening.\n\nLibrarians said children's reading groups and help with job "
+    "applications were the services most often asked for by people who work during the week.",
+    "A local bakery on Wharf Street has won a national award for its sourdough, beating more than three hundred "
+    "entries from across the country in the annual judging held in the capital.\n\nThe owners said they would "
+    "keep prices as they are and hire two more apprentices before the summer season begins.",
+]
+
+
+def _commit_learning(store: Store, source_id: int, guid: str, text: str):
+    from ingest.clean import paragraph_key, strip_learned
+
+    def reclean(stored: str, learned: frozenset[str]):
+        cleaned, removed = strip_learned(stored, learned)
+        return (cleaned, dedup.fingerprint(cleaned, SCHEME), removed) if removed else None
+
+    entry = _entry(guid, title=f"Story {guid}", text=text)
+    document = Document(title=entry.title, text=text)
+    return store.commit_item(
+        source_id=source_id, entry=entry, canonical_url=None, document=document,
+        fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, entry.title, cfg=CFG),
+        policy=lambda m: (m.item_id,), max_candidates=CFG.max_candidates, fetched_at=T0,
+        paragraph_keys=[(paragraph_key(p), p) for p in document.paragraphs], learn=(3, 50), reclean=reclean,
+    )
+
+
+def test_footer_in_three_stories_is_learned_and_removed_from_earlier_items(store):
+    wire = _ids(store)["wire"]
+    outcomes = [_commit_learning(store, wire, f"s{i}", f"{text}\n\n{FOOTER}") for i, text in enumerate(STORIES[:3])]
+    assert [o.learned for o in outcomes[:2]] == [(), ()]
+    assert len(outcomes[2].learned) == 1
+    assert len({o.cluster_id for o in outcomes}) == 3  # three different stories
+
+    before = {o.item_id: store.item(o.item_id) for o in outcomes}
+    for o in outcomes:  # every carrier, the learning item included, lost the footer
+        item = store.item(o.item_id)
+        assert FOOTER not in item["text"] and item["text"].startswith(STORIES[outcomes.index(o)][:40])
+        assert [(r["rule"], r["text"]) for r in item["removals"]] == [("learned", FOOTER)]
+        assert item["content_hash"] == dedup.fingerprint(item["text"], SCHEME).content_hash
+        assert item["cluster_id"] == o.cluster_id and item["decision_method"] == before[o.item_id]["decision_method"]
+    (row,) = store.boilerplate("wire")
+    assert (row["text"], row["seen"], row["window"], row["removed"]) == (FOOTER, 3, 50, 3)
+
+    # the LSH index follows the new text: the clean story finds its re-signed item
+    clean_fp = dedup.fingerprint(STORIES[0], SCHEME)
+    with store.engine.connect() as conn:
+        found = store._candidates(conn, clean_fp, None, None, 10)
+    assert outcomes[0].item_id in {c.item_id for c in found if c.same_content}
+
+
+def test_versions_of_one_story_do_not_teach_their_paragraphs(store):
+    wire = _ids(store)["wire"]
+    outcomes = [_commit_learning(store, wire, f"v{i}", f"{STORY}\n\nUpdate {i}: officials gave new figures.")
+                for i in range(4)]
+    assert len({o.cluster_id for o in outcomes}) == 1  # one story, four versions
+    assert all(o.learned == () for o in outcomes)
+    assert store.boilerplate("wire") == []
+    assert STORY.split("\n\n")[0] in store.item(outcomes[-1].item_id)["text"]

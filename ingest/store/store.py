@@ -46,12 +46,17 @@ from ingest.models import (
     Fingerprint,
     ItemOutcome,
     PollRecord,
+    Removal,
     SourceState,
 )
 from ingest.store import schema as t
 
 # Candidate item ids are read in chunks below SQLite's bound-parameter limit.
 _CHUNK = 500
+
+# What re-cleaning a stored text gives: the new text, its fingerprint and the removals;
+# None when nothing changed. Made by the pipeline (clean + dedup), applied by the store.
+Recleaned = tuple[str, Fingerprint, tuple[Removal, ...]]
 
 
 def normalize_url(url: str) -> str:
@@ -286,8 +291,14 @@ class Store:
         paragraph_keys: Sequence[tuple[str, str]] = (),
         learn: tuple[int, int] | None = None,
         fetched_at: datetime | None = None,
+        reclean: Callable[[str, frozenset[str]], Recleaned | None] | None = None,
     ) -> ItemOutcome:
-        """Write one item, its dedup decision and its cluster change in one transaction."""
+        """Write one item, its dedup decision and its cluster change in one transaction.
+
+        With ``learn``, paragraphs this item makes boilerplate of its source are learned
+        and, with ``reclean``, removed from the source's stored items that carry them
+        (this one included), in the same transaction.
+        """
         now = fetched_at or _now()
         with self._begin(immediate=True) as conn:
             existing = conn.execute(
@@ -359,6 +370,16 @@ class Store:
                     insert(t.paragraphs), [{"source_id": source_id, "key": k, "item_id": item_id} for k in pkeys]
                 )
             learned = self._learn(conn, source_id, paragraph_keys, learn, now) if pkeys and learn else ()
+            if learned and reclean is not None:
+                keys = frozenset(learned)
+                carriers = [
+                    r.item_id for r in conn.execute(
+                        select(t.paragraphs.c.item_id).distinct()
+                        .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.key.in_(sorted(keys))))
+                        .order_by(t.paragraphs.c.item_id)
+                    )
+                ]
+                self._reclean(conn, carriers, lambda text_: reclean(text_, keys), now)
             return ItemOutcome(item_id, status, cluster_id, decision, learned)
 
     def _candidates(
@@ -461,7 +482,12 @@ class Store:
         self, conn: Connection, source_id: int, paragraph_keys: Sequence[tuple[str, str]],
         learn: tuple[int, int], now: datetime,
     ) -> tuple[str, ...]:
-        """Mark paragraphs seen in >= min_count of the source's last ``window`` items as boilerplate."""
+        """Mark paragraphs seen in >= min_count stories among the source's last ``window`` items.
+
+        Counted in distinct clusters, not items: successive versions of one story
+        ("UPDATE 1", "UPDATE 2" under new guids) share their article paragraphs
+        verbatim but sit in one cluster, so they never make real text boilerplate.
+        """
         min_count, window = learn
         texts = dict(paragraph_keys)
         known = {
@@ -474,15 +500,17 @@ class Store:
             select(t.items.c.id).where(t.items.c.source_id == source_id)
             .order_by(t.items.c.id.desc()).limit(window).scalar_subquery()
         )
+        stories = func.count(t.items.c.cluster_id.distinct())
         rows = conn.execute(
-            select(t.paragraphs.c.key, func.count().label("seen"))
+            select(t.paragraphs.c.key, stories.label("seen"))
+            .select_from(t.paragraphs.join(t.items, t.items.c.id == t.paragraphs.c.item_id))
             .where(and_(
                 t.paragraphs.c.source_id == source_id,
                 t.paragraphs.c.key.in_([k for k in texts if k not in known]),
                 t.paragraphs.c.item_id.in_(recent),
             ))
             .group_by(t.paragraphs.c.key)
-            .having(func.count() >= min_count)
+            .having(stories >= min_count)
         )
         learned = [
             {"source_id": source_id, "key": r.key, "text": texts[r.key], "seen": r.seen, "window": window,
@@ -492,6 +520,48 @@ class Store:
         if learned:
             conn.execute(insert(t.boilerplate), learned)
         return tuple(row["key"] for row in learned)
+
+    def _reclean(
+        self, conn: Connection, item_ids: Sequence[int], reclean: Callable[[str], Recleaned | None], now: datetime,
+    ) -> int:
+        """Re-clean stored items: new text, signature and LSH bands, removals appended.
+
+        The dedup decision and cluster of each item stay as they were: the item was
+        judged on the text it had then, and moving items between clusters after the
+        fact would change what users have already seen.
+        """
+        changed = 0
+        for start in range(0, len(item_ids), _CHUNK):
+            chunk = list(item_ids[start : start + _CHUNK])
+            for row in conn.execute(select(t.items.c.id, t.items.c.text).where(t.items.c.id.in_(chunk))).all():
+                result = reclean(row.text)
+                if result is None:
+                    continue
+                new_text, fp, removals = result
+                conn.execute(update(t.items).where(t.items.c.id == row.id).values(
+                    text=new_text, content_hash=fp.content_hash, shingle_count=fp.shingle_count,
+                    signature=fp.signature, updated_at=now,
+                ))
+                conn.execute(delete(t.lsh_bands).where(t.lsh_bands.c.item_id == row.id))
+                keys = sorted(set(fp.band_keys))
+                if keys:
+                    conn.execute(insert(t.lsh_bands), [{"key": k, "item_id": row.id} for k in keys])
+                if removals:
+                    conn.execute(insert(t.removals), [
+                        {"item_id": row.id, "rule": r.rule, "position": r.position, "text": r.text} for r in removals
+                    ])
+                changed += 1
+        return changed
+
+    def reprocess(
+        self, source_id: int, reclean: Callable[[str], Recleaned | None], at: datetime | None = None,
+    ) -> tuple[int, int]:
+        """Re-clean every stored item of one source in one transaction: (items seen, items changed)."""
+        with self._begin(immediate=True) as conn:
+            ids = [r.id for r in conn.execute(
+                select(t.items.c.id).where(t.items.c.source_id == source_id).order_by(t.items.c.id)
+            )]
+            return len(ids), self._reclean(conn, ids, reclean, at or _now())
 
     def resign(self, fingerprint: Callable[[str], Fingerprint], scheme: dict[str, Any]) -> int:
         """Re-sign every stored text and rebuild the LSH index, in one transaction."""
@@ -610,9 +680,19 @@ class Store:
         return out
 
     def boilerplate(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Learned paragraphs: source, key, text, seen (stories), window, learned_at, removed (items)."""
+        removed = (
+            select(func.count(t.removals.c.item_id.distinct()))
+            .select_from(t.removals.join(t.items, t.items.c.id == t.removals.c.item_id))
+            .where(and_(t.removals.c.rule == "learned", t.removals.c.text == t.boilerplate.c.text,
+                        t.items.c.source_id == t.boilerplate.c.source_id))
+            .correlate(t.boilerplate)
+            .scalar_subquery()
+        )
         query = (
             select(t.sources.c.name.label("source"), t.boilerplate.c.key, t.boilerplate.c.text,
-                   t.boilerplate.c.seen, t.boilerplate.c.window, t.boilerplate.c.learned_at)
+                   t.boilerplate.c.seen, t.boilerplate.c.window, t.boilerplate.c.learned_at,
+                   removed.label("removed"))
             .join(t.sources, t.sources.c.id == t.boilerplate.c.source_id)
             .order_by(t.sources.c.name, t.boilerplate.c.learned_at)
         )
