@@ -270,3 +270,15 @@ def test_rule_names_in_removals_exist() -> None:
     for case in CASES[:10]:
         for removal in run_case(case).document.removals:
             assert removal.rule in names or re.match(r"^(learned|source:)", removal.rule)
+
+
+def test_strip_learned_removes_learned_paragraphs_from_stored_text() -> None:
+    from ingest.clean import strip_learned
+
+    footer = "Become a member from $5 a month and support local news."
+    text = "\n\n".join([ARTICLE[0], footer, ARTICLE[1]])
+    cleaned, removed = strip_learned(text, frozenset({paragraph_key(footer)}))
+    assert cleaned == "\n\n".join(ARTICLE[:2])
+    assert [(r.rule, r.position, r.text) for r in removed] == [("learned", "whole", footer)]
+    assert strip_learned(text, frozenset({paragraph_key("something else")})) == (text, ())
+    assert strip_learned(footer, frozenset({paragraph_key(footer)})) == (footer, ())  # never down to nothing
