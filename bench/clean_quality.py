@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ingest.clean import clean, ruleset
+from ingest.clean import clean, paragraph_key, ruleset
 from ingest.config import ExtractConfig
 from ingest.extract import FRAGMENT_STRATEGIES, extract, html_to_text
 from ingest.models import Document, Entry, FetchResult
@@ -147,6 +147,31 @@ def speed(cases: list[Case], runs: int, fragment: str = "auto") -> dict[str, flo
             "max": round(max(rates), 1)}
 
 
+def learning_sweep(ks: tuple[int, ...] = (2, 3, 4), window: int = 50) -> dict[int, list[dict[str, object]]]:
+    """What learned boilerplate would learn on the labelled dedup corpus for each K.
+
+    Per source, items in publication order, the last ``window`` of them; a paragraph
+    is learned when it stands in >= K different stories (the corpus's story labels
+    stand in for dedup clusters). Read the list: anything that is not boilerplate
+    there is real text that K would have stripped.
+    """
+    from bench import corpus
+
+    by_source: dict[str, list] = {}
+    for item in corpus.load():
+        by_source.setdefault(item.source, []).append(item)
+    sightings: dict[tuple[str, str], dict[str, str]] = {}  # (source, key) -> story -> paragraph
+    for source, items in by_source.items():
+        for item in sorted(items, key=lambda i: i.published)[-window:]:
+            for paragraph in item.paragraphs:
+                sightings.setdefault((source, paragraph_key(paragraph)), {})[item.story] = paragraph
+    return {
+        k: [{"source": source, "stories": len(stories), "paragraph": next(iter(stories.values()))}
+            for (source, _), stories in sorted(sightings.items()) if len(stories) >= k]
+        for k in ks
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed passes over the set (median reported)")
@@ -212,11 +237,20 @@ def main(argv: list[str] | None = None) -> int:
             for r in o.left:
                 print(f"      left: {r[:110]}")
 
+    sweep = learning_sweep()
+    print()
+    print("learned boilerplate on fixtures/dedup (window 50), paragraphs learned per K:")
+    for k, learned in sweep.items():
+        print(f"  K={k}: {len(learned)}")
+        for row in learned:
+            print(f"      {row['source']:<18} {row['stories']} stories  {str(row['paragraph'])[:80]}")
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}",
-        "scores": scores, "speed_items_per_s": rates, "variants": variants, "inputs": inputs_used,
+        "scores": scores, "speed_items_per_s": rates, "variants": variants,
+        "learning_sweep": {str(k): v for k, v in sweep.items()}, "inputs": inputs_used,
         "failures": {o.case.id: {"lost": list(o.missing), "left": list(o.left)} for o in failures},
     }, indent=2) + "\n", encoding="utf-8")
     return 0
