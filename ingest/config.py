@@ -87,6 +87,7 @@ class DedupConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     workers: int = 4
+    processes: int = 0  # 0: one per CPU; 1: parse/extract in the polling threads
     shutdown_timeout: float = 10.0
     listen: str | None = None
     jitter: float = 0.1
@@ -231,6 +232,7 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
     },
     "daemon": {
         "workers": (_bounded(INT, 1, 64), "sources polled at once"),
+        "processes": (_bounded(INT, 0, 64), "worker processes for parsing, extraction and fingerprints (0: one per CPU; 1: none)"),
         "shutdown_timeout": (_duration(), "time given to in-flight polls on SIGTERM"),
         "listen": (_optional(STRING), "host:port for /healthz, /metrics and the served feeds (off by default)"),
         "jitter": (_bounded(NUMBER, 0, 0.5), "random spread of poll times, as a share of the interval"),

@@ -10,22 +10,26 @@ cannot be written stops the run.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from ingest import dedup, polling
 from ingest.clean import RuleSet, clean, paragraph_key, ruleset, strip_learned
-from ingest.config import Config, SourceConfig
+from ingest.config import Config, ExtractConfig, SourceConfig
 from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, StoreError
 from ingest.extract import extract
 from ingest.fetch import Fetcher
-from ingest.models import Document, Entry, FetchResult, Fingerprint, PollRecord, Removal, SourceReport, SourceState
+from ingest.models import (
+    Document, Entry, FetchResult, Fingerprint, ParsedFeed, PollRecord, Removal, SourceReport, SourceState,
+)
 from ingest.parse import parse
 from ingest.store import CanonicalMember, Store
 from ingest.urls import canonical_url, redact_url
@@ -46,6 +50,12 @@ class Deps:
     fetcher: Fetcher
     clock: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
+    # Optional executors (run_once sets them for a run): ``cpu`` runs parse, extract,
+    # clean and fingerprint (a process pool uses every core: feedparser and
+    # trafilatura hold the GIL); ``io`` fetches a source's article pages concurrently.
+    # Without them a source is processed in the calling thread, one entry at a time.
+    cpu: Executor | None = None
+    io: Executor | None = None
 
     @property
     def scheme(self) -> dedup.SignatureScheme:
@@ -72,7 +82,16 @@ class RunReport:
             "duplicates": sum(s.duplicates for s in self.sources),
             "clusters": self.clusters,
             "errors": [{"source": s.source, "error": s.error} for s in self.failed],
+            "timings": self.timings(),
         }
+
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage summed over sources (threads overlap: compare shares, not to elapsed)."""
+        totals: dict[str, float] = {}
+        for report in self.sources:
+            for stage, seconds in report.timings.items():
+                totals[stage] = round(totals.get(stage, 0.0) + seconds, 4)
+        return totals
 
 
 class _Timer:
@@ -85,7 +104,10 @@ class _Timer:
         try:
             yield
         finally:
-            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - started
+            self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
 
 
 def run_once(
@@ -99,13 +121,25 @@ def run_once(
     states = deps.store.sync_sources(deps.config.sources)
     reports: list[SourceReport] = []
     workers = max(1, min(deps.config.fetch.concurrency, deps.config.daemon.workers, len(chosen) or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-        futures = {pool.submit(process_source, s, states[s.name], deps): s for s in chosen}
-        for future in as_completed(futures):
-            report = future.result()  # StoreError propagates: the store is unusable
-            reports.append(report)
-            if on_done:
-                on_done(report)
+    # the process pool is made before any poll thread runs: its workers are forked
+    # from a process with one thread (see cpu_pool)
+    own_cpu = deps.cpu is None and len(chosen) >= POOL_MIN_SOURCES
+    cpu = cpu_pool(deps.config.daemon.processes) if own_cpu else deps.cpu
+    io = deps.io or ThreadPoolExecutor(max_workers=deps.config.fetch.concurrency, thread_name_prefix="page")
+    run_deps = replace(deps, cpu=cpu, io=io)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+            futures = {pool.submit(process_source, s, states[s.name], run_deps): s for s in chosen}
+            for future in as_completed(futures):
+                report = future.result()  # StoreError propagates: the store is unusable
+                reports.append(report)
+                if on_done:
+                    on_done(report)
+    finally:
+        if io is not deps.io:
+            io.shutdown(wait=True, cancel_futures=True)
+        if own_cpu and cpu is not None:
+            cpu.shutdown(wait=True, cancel_futures=True)
     reports.sort(key=lambda r: r.source)
     return RunReport(reports, clusters=deps.store.counts()["clusters"], elapsed=time.perf_counter() - started)
 
@@ -143,36 +177,36 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         _record_success(source, state, deps, result, None, moved)
         return SourceReport(source.name, ok=True, not_modified=True, requests=result.requests, timings=timer.totals)
 
-    with timer.stage("parse"):
-        try:
-            feed = parse(result)
-        except IngestError as exc:
-            _record_failure(source, state, deps, str(exc), exc.kind, None, requests=result.requests)
-            return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=result.requests)
+    try:
+        feed, seconds = _call(deps.cpu, parse_timed, result)
+        timer.add("parse", seconds)
+    except IngestError as exc:
+        _record_failure(source, state, deps, str(exc), exc.kind, None, requests=result.requests)
+        return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=result.requests)
 
     counts = {"new": 0, "updated": 0, "unchanged": 0, "duplicates": 0}
     item_errors: list[str] = []
     known = deps.store.known_entries(state.source_id)
     learned = deps.store.learned_boilerplate(state.source_id)
     rules = ruleset(cfg.extract.builtin_rules, source.strip)
-    requests_sent = result.requests
-    for entry in feed.entries:
-        if known.get(entry.identity) == entry.entry_hash:
-            counts["unchanged"] += 1
+    fresh = [e for e in feed.entries if known.get(e.identity) != e.entry_hash]
+    counts["unchanged"] = len(feed.entries) - len(fresh)
+    requests_sent = result.requests + (sum(1 for e in fresh if e.url) if source.full_text else 0)
+    prepared_with = learned
+    for item in _prepared(fresh, source, deps, learned, timer):
+        if item.error is not None:
+            item_errors.append(f"{item.entry.identity}: {item.error}")
             continue
-        page, page_note = None, None
-        if source.full_text and entry.url:
-            with timer.stage("fetch"):
-                page, page_note = _fetch_page(deps.fetcher, entry)
-                requests_sent += 1
-        try:
+        entry, document, fp = item.entry, item.document, item.fp
+        assert item.raw is not None and document is not None and fp is not None
+        if learned is not prepared_with:
+            # an earlier item of this source made paragraphs boilerplate after the
+            # worker cleaned this one: clean it again, exactly as a serial run would
             with timer.stage("extract"):
-                document = extract(entry, page, cfg.extract)
-                if page_note:
-                    document = _with_note(document, page_note)
-                document = clean(document, rules, learned)
+                document = clean(item.raw, rules, learned)
             with timer.stage("dedup"):
                 fp = dedup.fingerprint(document.text, deps.scheme)
+        try:
             with timer.stage("store"):
                 outcome = deps.store.commit_item(
                     source_id=state.source_id,
@@ -245,7 +279,128 @@ def reprocess(deps: Deps, sources: list[SourceConfig] | None = None) -> dict[str
     return done
 
 
+# ---------------------------------------------------------------------------- CPU work
+
+# Below this many sources a run stays in one process: forking workers and shipping
+# bodies to them costs more than a small run's parsing and extraction.
+POOL_MIN_SOURCES = 4
+# Entries per task sent to the process pool: small enough that one big source keeps
+# both cores busy and its first items reach the store early, large enough that
+# pickling stays a few per cent of the work.
+CHUNK_ENTRIES = 8
+
+
+def cpu_pool(processes: int) -> ProcessPoolExecutor | None:
+    """A process pool for parse/extract/clean/fingerprint (``processes`` 0: one per CPU), or None for 1."""
+    count = processes or os.cpu_count() or 1
+    if count <= 1:
+        return None
+    # fork: workers inherit the imported libraries (a spawned worker would spend about
+    # a second importing trafilatura, datasketch and numpy). Forking is safe here
+    # because the workers are started at once, before the caller starts threads.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=context)
+    pool.submit(int).result()  # with fork, the first submit starts every worker
+    return pool
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One entry made ready for the store: extracted, cleaned and fingerprinted (or its error)."""
+
+    entry: Entry
+    raw: Document | None = None  # extracted (page note included), before cleaning
+    document: Document | None = None  # cleaned with the learned keys the task was given
+    fp: Fingerprint | None = None
+    error: str | None = None
+    extract_seconds: float = 0.0  # extract + clean
+    dedup_seconds: float = 0.0  # fingerprint
+
+
+def parse_timed(result: FetchResult) -> tuple[ParsedFeed, float]:
+    """``parse(result)`` and the seconds it took (runs in a pool worker)."""
+    started = time.perf_counter()
+    feed = parse(result)
+    return feed, time.perf_counter() - started
+
+
+def prepare_entries(
+    jobs: Sequence[tuple[Entry, FetchResult | None, str | None]],
+    source: SourceConfig,
+    extract_cfg: ExtractConfig,
+    learned: frozenset[str],
+    scheme: dedup.SignatureScheme,
+) -> list[Prepared]:
+    """Extract, clean and fingerprint entries (with their pages and page notes); pure, for pool workers."""
+    rules = ruleset(extract_cfg.builtin_rules, source.strip)
+    out: list[Prepared] = []
+    for entry, page, note in jobs:
+        started = time.perf_counter()
+        try:
+            raw = extract(entry, page, extract_cfg)
+            if note:
+                raw = _with_note(raw, note)
+            document = clean(raw, rules, learned)
+        except IngestError as exc:
+            out.append(Prepared(entry, error=str(exc)))
+            continue
+        extracted = time.perf_counter()
+        fp = dedup.fingerprint(document.text, scheme)
+        out.append(Prepared(entry, raw, document, fp, None, extracted - started, time.perf_counter() - extracted))
+    return out
+
+
+def _call(executor: Executor | None, fn: Callable, *args: object):  # type: ignore[no-untyped-def]
+    return executor.submit(fn, *args).result() if executor is not None else fn(*args)
+
+
+def _prepared(
+    fresh: list[Entry], source: SourceConfig, deps: Deps, learned: frozenset[str], timer: _Timer
+) -> Iterator[Prepared]:
+    """The entries to store, prepared in order: in the pool (all chunks at once) or here, chunk by chunk."""
+    chunks = [fresh[i : i + CHUNK_ENTRIES] for i in range(0, len(fresh), CHUNK_ENTRIES)]
+    args = (source, deps.config.extract, learned, deps.scheme)
+    if deps.cpu is None:
+        for chunk in chunks:
+            jobs = _pages(chunk, source, deps, timer)
+            for item in prepare_entries(jobs, *args):
+                _account(item, timer)
+                yield item
+        return
+    futures: list[Future[list[Prepared]]] = []
+    for chunk in chunks:
+        futures.append(deps.cpu.submit(prepare_entries, _pages(chunk, source, deps, timer), *args))
+    try:
+        for future in futures:
+            for item in future.result():
+                _account(item, timer)
+                yield item
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _account(item: Prepared, timer: _Timer) -> None:
+    # work done in a worker is counted where it was done, not as time waited for it
+    timer.add("extract", item.extract_seconds)
+    timer.add("dedup", item.dedup_seconds)
+
+
+def _pages(
+    chunk: list[Entry], source: SourceConfig, deps: Deps, timer: _Timer
+) -> list[tuple[Entry, FetchResult | None, str | None]]:
+    if not source.full_text:
+        return [(entry, None, None) for entry in chunk]
+    with timer.stage("fetch"):
+        fetch = partial(_fetch_page, deps.fetcher)
+        pages = list(deps.io.map(fetch, chunk)) if deps.io is not None else [fetch(e) for e in chunk]
+    return [(entry, page, note) for entry, (page, note) in zip(chunk, pages)]
+
+
 def _fetch_page(fetcher: Fetcher, entry: Entry) -> tuple[FetchResult | None, str | None]:
+    if not entry.url:
+        return None, None
     try:
         return fetcher.fetch_page(entry.url or ""), None
     except FetchError as exc:

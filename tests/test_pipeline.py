@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,10 @@ def test_once_collapses_copies_and_keeps_stories_apart(demo_run, cli):
     config, first = demo_run
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
-    assert set(summary) == {"sources", "sources_failed", "items_new", "items_updated", "duplicates", "clusters", "errors"}
+    assert set(summary) == {
+        "sources", "sources_failed", "items_new", "items_updated", "duplicates", "clusters", "errors", "timings",
+    }
+    assert set(summary["timings"]) <= {"fetch", "parse", "extract", "dedup", "store"} and summary["timings"]["store"] > 0
     assert summary["sources"] == len(SOURCES) and summary["sources_failed"] == 0
     assert summary["items_new"] > summary["clusters"] > 0
     assert summary["duplicates"] == summary["items_new"] - summary["clusters"]
@@ -242,3 +246,78 @@ def test_reprocess_applies_a_new_strip_pattern_to_stored_items(write_config, cli
     assert [i["cluster"] for i in after] == [i["cluster"] for i in before]
     assert all("[ref HT-" not in i["text"] for i in after)
     assert cli("reprocess", "--source", "nope", "-c", str(config)).returncode == 2
+
+
+# ---------------------------------------------------------------------------- process pool (issue 7)
+
+
+def _run_in_process(httpserver: HTTPServer, tmp_path: Path, processes: int, extra_feeds: dict[str, bytes]):
+    """One in-process run_once over the demo sources (+ extra feeds); (stored items, cluster memberships)."""
+    from ingest.config import from_dict
+    from ingest.dedup import scheme_for
+    from ingest.fetch import Fetcher
+    from ingest.pipeline import Deps, run_once
+    from ingest.store import Store
+
+    urls = {name: _serve(httpserver, name) for name in SOURCES}
+    urls.update({name: _serve(httpserver, name, body) for name, body in extra_feeds.items()})
+    raw = {
+        "store": {"url": f"sqlite:///{tmp_path / f'p{processes}.db'}"},
+        "fetch": {"per_host_delay": 0},
+        "daemon": {"workers": 1, "processes": processes},  # one polling thread: sources in config order
+        "sources": [{"name": n, "url": u} for n, u in urls.items()],
+    }
+    config = from_dict(raw, tmp_path / "ingest.toml")
+    with Store.open(config.store.url, scheme_for(config.dedup).as_dict()) as store:
+        fetcher = Fetcher(config.fetch)
+        try:
+            report = run_once(Deps(config, store, fetcher))
+        finally:
+            fetcher.close()
+        assert not report.failed
+        items = {(i["source"], i["guid"]): i["text"] for i in store.items()}
+        id_key = {i["id"]: (i["source"], i["guid"]) for i in store.items()}
+        clusters = sorted(sorted(id_key[m["id"]] for m in c["items"]) for c in store.clusters())
+    return items, clusters
+
+
+def _boilerplate_feed(count: int) -> bytes:
+    """A feed whose entries all end with the same promo paragraph (learned as boilerplate on the way)."""
+    promo = "Subscribe to the Harbour Gazette morning briefing for the stories that matter to the coast, every day."
+    items = [
+        corpus.Item(
+            id=f"gazette/{n}", story=f"gazette-{n}", event=f"gazette-{n}", source="gazette", relation="original",
+            title=f"Harbour council notes, week {n}", url=f"https://gazette.example/{n}", guid=f"gazette-{n}",
+            published=datetime(2025, 3, 1 + n, 8, 0, tzinfo=timezone.utc),
+            text="\n\n".join([
+                f"The harbour council met for the {n}th time this season and heard {n * 3} complaints about moorings.",
+                f"Councillor number {n} proposed {n + 2} new berths near the eastern breakwater, citing waiting lists.",
+                promo,
+            ]),
+        )
+        for n in range(1, count + 1)
+    ]
+    return corpus.rss("gazette", items).encode("utf-8")
+
+
+def test_process_pool_gives_the_same_items_and_clusters_as_one_process(httpserver: HTTPServer, tmp_path: Path):
+    extra = {"gazette": _boilerplate_feed(12)}  # > one pool task: items cleaned before the promo was learned
+    serial_items, serial_clusters = _run_in_process(httpserver, tmp_path, 1, extra)
+    pooled_items, pooled_clusters = _run_in_process(httpserver, tmp_path, 2, extra)
+    assert pooled_clusters == serial_clusters and any(len(c) > 1 for c in serial_clusters)
+    assert pooled_items == serial_items
+    gazette = [text for (source, _), text in serial_items.items() if source == "gazette"]
+    # learned after its third sighting: the later items are stored without it, in both runs
+    assert sum("Harbour Gazette morning briefing" not in text for text in gazette) >= 6
+
+
+def test_cpu_pool_runs_work_in_other_processes():
+    import os
+
+    from ingest.pipeline import cpu_pool
+
+    assert cpu_pool(1) is None
+    pool = cpu_pool(2)
+    assert pool is not None
+    with pool:
+        assert pool.submit(os.getpid).result() != os.getpid()
