@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -90,6 +91,11 @@ class Store:
         self.engine = engine
         self.scheme = scheme
         self.is_postgres = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time; threads that wait for it in SQLite's busy
+        # handler sleep in steps of up to 100 ms, so with many polling threads the
+        # lock sat idle most of the time (bench: store 82% of thread time). Waiting
+        # on a Python lock hands the writer slot over at once.
+        self._writer = None if self.is_postgres else threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -704,7 +710,7 @@ class Store:
     # ------------------------------------------------------------------ helpers
 
     def _begin(self, immediate: bool = False):  # type: ignore[no-untyped-def]
-        return _Transaction(self.engine, immediate)
+        return _Transaction(self.engine, immediate, self._writer if immediate else None)
 
 
 class _Transaction:
@@ -715,19 +721,26 @@ class _Transaction:
     processed at once by two threads or processes cannot both start a cluster.
     """
 
-    def __init__(self, engine: Engine, immediate: bool) -> None:
+    def __init__(self, engine: Engine, immediate: bool, lock: threading.Lock | None = None) -> None:
         self._engine = engine
         self._immediate = immediate
+        self._lock = lock
 
     def __enter__(self) -> Connection:
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             self._conn = self._engine.connect()
             if self._immediate:
                 self._conn = self._conn.execution_options(sqlite_immediate=True)
             self._tx = self._conn.begin()
             return self._conn
-        except SQLAlchemyError as exc:
-            raise StoreError(_short(exc)) from exc
+        except BaseException as exc:
+            if self._lock is not None:
+                self._lock.release()
+            if isinstance(exc, SQLAlchemyError):
+                raise StoreError(_short(exc)) from exc
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
         try:
@@ -739,6 +752,8 @@ class _Transaction:
             raise StoreError(_short(error)) from error
         finally:
             self._conn.close()
+            if self._lock is not None:
+                self._lock.release()
         if isinstance(exc, SQLAlchemyError):
             raise StoreError(_short(exc)) from exc
         return False
