@@ -79,6 +79,8 @@ class DedupConfig:
     num_perm: int = 128
     shingle_size: int = 3
     min_shingles: int = 30
+    min_passages: int = 2
+    passage_share: float = 0.6
     seed: int = 1
     canonical: str = "earliest"
     max_candidates: int = 20
@@ -226,6 +228,8 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
         "num_perm": (_bounded(INT, 16, 1024), "MinHash permutations"),
         "shingle_size": (_bounded(INT, 1, 10), "words per shingle"),
         "min_shingles": (_bounded(INT, 1), "texts with fewer shingles never merge by similarity, only by URL or exact content"),
+        "min_passages": (_bounded(INT, 0, 100), "body paragraphs (20+ words) found near-verbatim in the other text that make a match below the thresholds (0: off)"),
+        "passage_share": (_bounded(NUMBER, 0.3, 1.0), "share of the shorter text's body words those paragraphs must cover"),
         "seed": (INT, "MinHash seed (changing it requires `ingest resign`)"),
         "canonical": (_choice("earliest", "priority", "longest"), "which item represents a cluster"),
         "max_candidates": (_bounded(INT, 1, 1000), "LSH candidates verified per new item"),

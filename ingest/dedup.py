@@ -41,6 +41,20 @@ LSH_ROWS = 4
 # text is low (a 3-paragraph teaser of a 12-paragraph story: J ~0.25).
 LEAD_WORDS = 30
 LEAD_PERM = 32
+# Copies wrapped in site chrome and cut at different points share whole paragraphs even
+# when their Jaccard falls below what 4-row bands propose (corpus with chrome: band
+# candidate recall 0.71). One exact key per body paragraph (up to this many) proposes
+# them; the decision still verifies every candidate.
+PARAGRAPH_KEYS = 24
+PARAGRAPH_SEED = 0x5EED_0001
+
+# A paragraph of at least PASSAGE_WORDS words is body text; shorter lines are what site
+# chrome is made of (headlines of related stories, captions, navigation, share prompts).
+# Measured on the corpus with chrome added (bench/dedup_quality.py --noisy): copies
+# share >= 4 such paragraphs near-verbatim, different articles on one event at most 1
+# (a quote), 12-word paragraphs let chrome headlines through (up to 3 shared).
+PASSAGE_WORDS = 20
+PASSAGE_SHARE = 0.8  # a paragraph is found in the other text when this share of its shingles is
 
 # ---------------------------------------------------------------------------- text
 
@@ -79,16 +93,17 @@ class SignatureScheme:
     normalization: str = NORMALIZATION
     lead_words: int = LEAD_WORDS
     lead_perm: int = LEAD_PERM
+    paragraph_keys: int = PARAGRAPH_KEYS
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 
-def scheme_for(cfg: DedupConfig) -> SignatureScheme:
-    """The signature scheme and LSH banding for a dedup config."""
+def scheme_for(cfg: DedupConfig, rows: int = LSH_ROWS) -> SignatureScheme:
+    """The signature scheme and LSH banding for a dedup config (``rows`` for the sweep)."""
     return SignatureScheme(
         num_perm=cfg.num_perm, seed=cfg.seed, shingle_size=cfg.shingle_size,
-        bands=cfg.num_perm // LSH_ROWS, rows=LSH_ROWS,
+        bands=cfg.num_perm // rows, rows=rows,
     )
 
 
@@ -120,21 +135,37 @@ def band_keys(values: np.ndarray, rows: int, first_band: int = 0) -> tuple[int, 
 
 
 def fingerprint(text: str, scheme: SignatureScheme) -> Fingerprint:
-    """Content hash, shingle count, MinHash signature and band keys of a clean text."""
+    """Content hash, shingle count, MinHash signature and index keys of a clean text.
+
+    Keys: the LSH bands of the whole text's signature; the bands of a small signature
+    of the body's first ``lead_words`` words (teasers and cut-off copies share their
+    opening, not their length); and one key per body paragraph (>= PASSAGE_WORDS
+    words) for copies whose overlap site chrome has diluted below what bands find.
+    """
     words = normalize_words(text)
     shingle_set = _shingles_of(words, scheme.shingle_size)
     values = signature_of(shingle_set, scheme.num_perm, scheme.seed)
     keys = band_keys(values, scheme.rows)
-    lead = words[: scheme.lead_words]
+    body = [normalize_words(p) for p in text.split("\n\n")]
+    body = [w for w in body if len(w) >= PASSAGE_WORDS]
+    # the lead skips short lines (captions, navigation, a dateline) before the body
+    lead = ([w for ws in body for w in ws] or words)[: scheme.lead_words]
     if len(lead) == scheme.lead_words:  # shorter texts are their own lead: full bands suffice
         lead_values = signature_of(_shingles_of(lead, scheme.shingle_size), scheme.lead_perm, scheme.seed)
         keys += band_keys(lead_values, scheme.rows, first_band=scheme.bands)
+    if scheme.paragraph_keys:
+        keys += tuple(dict.fromkeys(_paragraph_key(ws) for ws in body[: scheme.paragraph_keys]))
     return Fingerprint(
         content_hash=hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest(),
         shingle_count=len(shingle_set),
         signature=values.astype("<u4").tobytes(),
         band_keys=keys,
     )
+
+
+def _paragraph_key(words: list[str]) -> int:
+    # seeded apart from the band keys (whose seeds are band numbers < 1024)
+    return xxhash.xxh64_intdigest(" ".join(words).encode("utf-8"), seed=PARAGRAPH_SEED) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def estimated_jaccard(a: bytes, b: bytes) -> float:
@@ -148,86 +179,166 @@ def estimated_jaccard(a: bytes, b: bytes) -> float:
 # ---------------------------------------------------------------------------- decision
 
 
+
 @dataclass(frozen=True)
-class Match:
-    candidate: Candidate
+class Text:
+    """A text prepared for comparison: its shingle set and its body paragraphs' shingles."""
+
+    shingles: frozenset[str]
+    passages: tuple[frozenset[str], ...]
+    passage_words: tuple[int, ...]
+
+
+def prepare(text: str, size: int) -> Text:
+    """Shingles of the whole text and of each body paragraph (>= PASSAGE_WORDS words)."""
+    passages, lengths = [], []
+    for paragraph in text.split("\n\n"):
+        words = normalize_words(paragraph)
+        if len(words) >= PASSAGE_WORDS:
+            passages.append(_shingles_of(words, size))
+            lengths.append(len(words))
+    return Text(shingles(text, size), tuple(passages), tuple(lengths))
+
+
+@dataclass(frozen=True)
+class Similarity:
     jaccard: float
-    containment: float
-    method: str  # "minhash" | "containment" | "" (no match)
+    containment: float  # of the smaller shingle set in the larger
+    passages: int  # body paragraphs of the text with fewer of them found in the other
+    passage_share: float  # share of that text's body words in the paragraphs found
+    method: str  # "minhash" | "containment" | "passages" | "" (no match)
+
+
+def similarity(a: Text, b: Text, cfg: DedupConfig) -> Similarity:
+    """Jaccard, containment and shared body paragraphs of two texts, and the rule they meet."""
+    if not a.shingles or not b.shingles:
+        return Similarity(0.0, 0.0, 0, 0.0, "")
+    inter = len(a.shingles & b.shingles)
+    jaccard = inter / (len(a.shingles) + len(b.shingles) - inter)
+    smaller = min(len(a.shingles), len(b.shingles))
+    containment = inter / smaller
+    passages, share = _passages(a, b) if len(a.passages) <= len(b.passages) else _passages(b, a)
+    method = ""
+    if smaller >= cfg.min_shingles:  # shorter texts never merge on similarity alone
+        if jaccard >= cfg.threshold:
+            method = "minhash"
+        elif containment >= cfg.containment:
+            method = "containment"
+        elif (cfg.min_passages and passages >= min(cfg.min_passages, len(a.passages), len(b.passages))
+              and passages and share >= cfg.passage_share):
+            method = "passages"
+    return Similarity(jaccard, containment, passages, share, method)
+
+
+def _passages(small: Text, large: Text) -> tuple[int, float]:
+    found = words = 0
+    total = sum(small.passage_words)
+    for passage, length in zip(small.passages, small.passage_words):
+        if len(passage & large.shingles) >= PASSAGE_SHARE * len(passage):
+            found += 1
+            words += length
+    return found, (words / total if total else 0.0)
 
 
 def compare(a: frozenset[str], b: frozenset[str], cfg: DedupConfig) -> tuple[float, float, str]:
     """Jaccard, containment of the smaller in the larger, and the rule they satisfy ('' for none)."""
-    if not a or not b:
-        return 0.0, 0.0, ""
-    inter = len(a & b)
-    jaccard = inter / (len(a) + len(b) - inter)
-    smaller = min(len(a), len(b))
-    containment = inter / smaller
-    if smaller < cfg.min_shingles:
-        return jaccard, containment, ""  # too short to merge on similarity alone
-    if jaccard >= cfg.threshold:
-        return jaccard, containment, "minhash"
-    if containment >= cfg.containment:
-        return jaccard, containment, "containment"
-    return jaccard, containment, ""
+    sim = similarity(Text(a, (), ()), Text(b, (), ()), cfg)
+    return sim.jaccard, sim.containment, sim.method
+
+
+@dataclass(frozen=True)
+class Match:
+    candidate: Candidate
+    sim: Similarity
+
+    @property
+    def method(self) -> str:
+        return self.sim.method
 
 
 def decide(text: str, title: str, candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision:
-    """Which cluster a new text joins, verified against each candidate's real shingles.
+    """Which cluster a new text joins, verified against each candidate's real text.
 
     Exact copies come first: the same canonical URL, or the same normalised text (for
-    very short texts only together with the same title). Otherwise a cluster is joined when some member matches (Jaccard >= threshold, or a teaser
-    contained >= containment in it) *and* the cluster's canonical item supports the
-    match at half those levels: one bridging member cannot pull a different story in.
-    The best-scoring cluster wins; two existing clusters are never merged.
+    very short texts only together with the same title). Otherwise a cluster is joined
+    when some member matches (Jaccard >= threshold; a teaser contained >= containment;
+    or >= min_passages body paragraphs found near-verbatim, covering >= passage_share
+    of the text with fewer of them) *and* the cluster's canonical item supports the
+    match (Jaccard or containment at half those levels, or two shared body
+    paragraphs): one bridging member cannot pull a different story in. The best-scoring
+    cluster wins; two existing clusters are never merged.
     """
-    new = shingles(text, cfg.shingle_size)
-    exact = _exact(new, title, candidates, cfg)
+    new = prepare(text, cfg.shingle_size)
+    exact = _exact(new.shingles, title, candidates, cfg)
     if exact is not None:
         return exact
-    if len(new) < cfg.min_shingles:
+    if len(new.shingles) < cfg.min_shingles:
         return DedupDecision(
             kind="new", candidates=len(candidates),
-            reason=f"{len(new)} shingles < min_shingles={cfg.min_shingles}: only exact matches merge",
+            reason=f"{len(new.shingles)} shingles < min_shingles={cfg.min_shingles}: only exact matches merge",
         )
     by_cluster: dict[int, list[Match]] = {}
     for candidate in candidates:
-        jaccard, containment, method = compare(new, shingles(candidate.text, cfg.shingle_size), cfg)
-        by_cluster.setdefault(candidate.cluster_id, []).append(Match(candidate, jaccard, containment, method))
+        sim = similarity(new, prepare(candidate.text, cfg.shingle_size), cfg)
+        by_cluster.setdefault(candidate.cluster_id, []).append(Match(candidate, sim))
 
-    best: tuple[float, DedupDecision] | None = None
+    matched: list[tuple[float, int, Match, Match | None]] = []
     for cluster_id, matches in by_cluster.items():
         hits = [m for m in matches if m.method]
         if not hits:
             continue
         top = max(hits, key=_score)
         canonical = next((m for m in matches if m.candidate.is_canonical), None)
-        if canonical is not None and canonical is not top and not _supports(canonical, cfg):
+        if canonical is not None and canonical is not top and not _supports(canonical.sim, cfg):
             continue
-        score = _score(top)
-        if best is None or score > best[0]:
-            canon_sim = canonical.jaccard if canonical is not None else top.jaccard
-            best = (
-                score,
-                DedupDecision(
-                    kind="duplicate", cluster_id=cluster_id, matched_item_id=top.candidate.item_id,
-                    method=top.method, similarity=round(top.jaccard, 4), containment=round(top.containment, 4),
-                    canonical_similarity=round(canon_sim, 4), candidates=len(candidates),
-                    reason=(
-                        f"{top.method}: jaccard {top.jaccard:.2f}, containment {top.containment:.2f} "
-                        f"with item {top.candidate.item_id}; canonical jaccard {canon_sim:.2f}"
-                    ),
-                ),
-            )
-    if best is None:
+        matched.append((_score(top), cluster_id, top, canonical))
+    if not matched:
         closest = max((m for ms in by_cluster.values() for m in ms), key=_score, default=None)
         reason = "no candidates" if closest is None else (
-            f"closest item {closest.candidate.item_id}: jaccard {closest.jaccard:.2f}, "
-            f"containment {closest.containment:.2f} (below threshold {cfg.threshold} / {cfg.containment})"
+            f"closest item {closest.candidate.item_id}: jaccard {closest.sim.jaccard:.2f}, "
+            f"containment {closest.sim.containment:.2f}, {closest.sim.passages} shared paragraphs "
+            f"(below threshold {cfg.threshold} / {cfg.containment} / {cfg.min_passages})"
         )
         return DedupDecision(kind="new", candidates=len(candidates), reason=reason)
-    return best[1]
+    score, cluster_id, top, canonical = max(matched, key=lambda m: (m[0], -m[1]))
+    canon_sim = canonical.sim.jaccard if canonical is not None else top.sim.jaccard
+    absorb = _absorbable(matched, cluster_id, canonical, by_cluster, cfg)
+    return DedupDecision(
+        kind="duplicate", cluster_id=cluster_id, matched_item_id=top.candidate.item_id,
+        method=top.method, similarity=round(top.sim.jaccard, 4), containment=round(top.sim.containment, 4),
+        canonical_similarity=round(canon_sim, 4), candidates=len(candidates), absorb=absorb,
+        reason=(
+            f"{top.method}: jaccard {top.sim.jaccard:.2f}, containment {top.sim.containment:.2f}, "
+            f"{top.sim.passages} shared paragraphs ({top.sim.passage_share:.0%}) "
+            f"with item {top.candidate.item_id}; canonical jaccard {canon_sim:.2f}"
+            + (f"; takes in lone item(s) of cluster(s) {', '.join(map(str, absorb))}" if absorb else "")
+        ),
+    )
+
+
+def _absorbable(
+    matched: list[tuple[float, int, Match, Match | None]], chosen: int, canonical: Match | None,
+    by_cluster: dict[int, list[Match]], cfg: DedupConfig,
+) -> tuple[int, ...]:
+    """Other clusters that are one item matching both the new text and the chosen canonical.
+
+    Arrival order decides which copy starts a cluster: a teaser that came first stays
+    alone when the copies after it match each other better. Such a lone item joins
+    too, but only when it also matches the chosen cluster's canonical item itself, so
+    a new text that bridges two stories cannot carry one into the other. The store
+    moves it only if its cluster still has one item.
+    """
+    if canonical is None:
+        return ()
+    target = prepare(canonical.candidate.text, cfg.shingle_size)
+    out = []
+    for _score_, cluster_id, top, _canonical in matched:
+        members = by_cluster[cluster_id]
+        if cluster_id == chosen or len(members) != 1 or not top.candidate.is_canonical:
+            continue
+        if similarity(prepare(top.candidate.text, cfg.shingle_size), target, cfg).method:
+            out.append(cluster_id)
+    return tuple(sorted(out))
 
 
 def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision | None:
@@ -246,12 +357,18 @@ def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg
 
 
 def _score(match: Match) -> float:
-    # Jaccard ranks copies; a contained teaser ranks by containment scaled onto that range.
-    return max(match.jaccard, match.containment * 0.5)
+    # Jaccard ranks copies; a contained teaser or shared paragraphs rank by their share
+    # scaled onto that range.
+    return max(match.sim.jaccard, match.sim.containment * 0.5, match.sim.passage_share * 0.5 if match.method else 0.0)
 
 
-def _supports(canonical: Match, cfg: DedupConfig) -> bool:
-    return canonical.jaccard >= cfg.threshold / 2 or canonical.containment >= cfg.containment / 2
+def _supports(canonical: Similarity, cfg: DedupConfig) -> bool:
+    return (
+        bool(canonical.method)
+        or canonical.jaccard >= cfg.threshold / 2
+        or canonical.containment >= cfg.containment / 2
+        or (cfg.min_passages > 0 and canonical.passages >= 2)
+    )
 
 
 # ---------------------------------------------------------------------------- canonical

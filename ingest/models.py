@@ -151,6 +151,9 @@ class DedupDecision:
     canonical_similarity: float = 0.0
     candidates: int = 0
     reason: str = ""
+    # one-item clusters that also match this text and the chosen cluster's canonical:
+    # the store moves their item into the chosen cluster (arrival order undone)
+    absorb: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -337,6 +337,8 @@ class Store:
                     .values(size=t.clusters.c.size + 1, updated_at=now)
                 )
                 self._elect_canonical(conn, cluster_id, item_id, policy, now)
+                for lone in decision.absorb:
+                    self._absorb(conn, lone, cluster_id, policy, now)
                 status = "new"
             else:
                 item_id = existing.id
@@ -449,6 +451,26 @@ class Store:
                 t.items.c.signature, t.items.c.shingle_count)
         for start in range(0, len(ids), _CHUNK):
             yield from conn.execute(select(*cols).where(t.items.c.id.in_(ids[start : start + _CHUNK])))
+
+    def _absorb(
+        self, conn: Connection, lone: int, cluster_id: int, policy: Callable[[CanonicalMember], tuple], now: datetime,
+    ) -> None:
+        """Move the item of the one-item cluster ``lone`` into ``cluster_id`` (if it still has one item)."""
+        if lone == cluster_id:
+            return
+        row = conn.execute(select(t.clusters.c.size, t.clusters.c.canonical_item_id).where(t.clusters.c.id == lone)).first()
+        if row is None or row.size != 1 or row.canonical_item_id is None:
+            return
+        item_id = row.canonical_item_id
+        conn.execute(update(t.clusters).where(t.clusters.c.id == lone).values(canonical_item_id=None))
+        conn.execute(update(t.items).where(t.items.c.id == item_id).values(
+            cluster_id=cluster_id,
+            decision_reason=func.coalesce(t.items.c.decision_reason, "") + f"; moved into cluster {cluster_id} by a later copy",
+        ))
+        conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == lone))
+        conn.execute(delete(t.clusters).where(t.clusters.c.id == lone))
+        conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=t.clusters.c.size + 1, updated_at=now))
+        self._elect_canonical(conn, cluster_id, item_id, policy, now)
 
     def _elect_canonical(
         self, conn: Connection, cluster_id: int, new_item_id: int | None,
