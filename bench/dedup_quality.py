@@ -166,31 +166,68 @@ _FOOTERS = ("Follow {s} on Facebook, X and Instagram for the latest updates from
             "Get the {s} app for breaking news alerts, live blogs and the morning briefing.")
 
 
-def noisy(items: Sequence[Item], seed: int = 7) -> list[Item]:
+_BIOS = (
+    "About the author: the {s} newsroom covers politics, business, science and sport from bureaus in twelve "
+    "cities, and welcomes tips and corrections from readers at any time of day.",
+    "{s} has been independent since its founding by a group of local reporters; it is funded by its readers "
+    "and accepts no money from political parties, and its editors can be reached through the contact page.",
+    "Our journalism at {s} depends on subscribers. For less than the price of a coffee a week you get every "
+    "story, the archive, the puzzles and an ad-free app, and you can cancel whenever you like.",
+)
+_AGENCY_NOTE = (
+    "The news agency receives financial support from several private foundations for its coverage of climate, "
+    "health and local government; the agency is solely responsible for all content."
+)
+
+
+def noisy(items: Sequence[Item], seed: int = 7, harsh: bool = False) -> list[Item]:
     """The corpus as republishers deliver it: site chrome, captions, related headlines, cut-offs.
 
     Per source, a fixed navigation line and footer (learnable boilerplate); per item, a
     block of 3-5 headlines of unrelated stories and a photo caption (not learnable), and
-    copies other than teasers cut after 60-100% of their paragraphs. Deterministic.
+    copies other than teasers cut after 60-100% of their paragraphs. ``harsh`` goes
+    further, towards the real copies of FINDINGS.md: 6-10 headlines, a per-site author
+    bio and a "Recommended" block quoting the opening paragraph of another story (body
+    length, so it looks like article text), copies cut after 30-100%, and 2% of words
+    changed (house style, typos). Deterministic.
     """
     import random
     from dataclasses import replace
 
     rng = random.Random(seed)
-    titles = [(i.event, i.title) for i in items if i.relation == "original"]
+    originals = [i for i in items if i.relation == "original"]
     out = []
     for item in items:
         site = random.Random(f"{seed}:{item.source}")
         nav, footer = site.choice(_NAV), site.choice(_FOOTERS).format(s=item.source)
         paragraphs = item.paragraphs
+        low = 0.3 if harsh else 0.6
         if item.relation not in ("original", "teaser") and len(paragraphs) > 3:
-            paragraphs = paragraphs[: max(3, round(len(paragraphs) * rng.uniform(0.6, 1.0)))]
-        related = [t for e, t in rng.sample(titles, 6) if e != item.event][: rng.randint(3, 5)]
+            paragraphs = paragraphs[: max(2 if harsh else 3, round(len(paragraphs) * rng.uniform(low, 1.0)))]
+        if harsh:
+            paragraphs = [_typos(p, rng, 0.02) for p in paragraphs]
+        others = [o for o in rng.sample(originals, 14) if o.event != item.event]
+        related = [o.title for o in others[: rng.randint(6, 10) if harsh else rng.randint(3, 5)]]
         words = item.title.split()
         caption = f"{' '.join(words[: rng.randint(4, 8)])} (Photo: {item.source} / file)"
-        body = [nav, caption, *paragraphs, f"More from {item.source}", *related, footer]
-        out.append(replace(item, text="\n\n".join(body)))
+        body = [nav, caption, *paragraphs, f"More from {item.source}", *related]
+        if harsh:
+            # a bio of the site's own wording, the same paragraph on a third of the sites
+            # (like a news agency's funding note), and another story's opening paragraph
+            body += [site.choice(_BIOS).format(s=item.source)]
+            if site.random() < 1 / 3:
+                body.append(_AGENCY_NOTE)
+            body += ["Recommended", others[-1].paragraphs[0]]
+        out.append(replace(item, text="\n\n".join([*body, footer])))
     return out
+
+
+def _typos(paragraph: str, rng, rate: float) -> str:  # type: ignore[no-untyped-def]
+    words = paragraph.split(" ")
+    for i in range(len(words)):
+        if rng.random() < rate:
+            words[i] = words[i][::-1] if len(words[i]) > 3 else words[i] + "s"
+    return " ".join(words)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -304,8 +341,14 @@ def main() -> None:
     items = load(pattern=f"{args.part}-*.toml" if args.part else "*.toml")
     print(f"{len(items)} items, {len({i.story for i in items})} stories, {len({i.source for i in items})} sources")
     out: dict[str, Any] = {"items": len(items)}
-    for name, variant in (("corpus", items), ("noisy", noisy(items))):
-        print(f"\n## {name}" + (" (site chrome, related headlines, captions, copies cut at 60-100%)" if name == "noisy" else ""))
+    variants = {
+        "corpus": ("as written", items),
+        "noisy": ("site chrome, captions, related headlines, copies cut at 60-100%", noisy(items)),
+        "harsh": ("more chrome, another story's opening paragraph, copies cut at 30-100%, 2% words changed",
+                  noisy(items, harsh=True)),
+    }
+    for name, (description, variant) in variants.items():
+        print(f"\n## {name}: {description}")
         out[name] = evaluate(variant)
         print_report(out[name])
     args.json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,10 @@ PARAGRAPH_SEED = 0x5EED_0001
 # (a quote), 12-word paragraphs let chrome headlines through (up to 3 shared).
 PASSAGE_WORDS = 20
 PASSAGE_SHARE = 0.8  # a paragraph is found in the other text when this share of its shingles is
+# A lone item that a new text also matches joins the new text's cluster when at least
+# this share of what it shares with the new text is in that cluster's canonical too
+# (a bridging text shares ~0 there: its two stories lie in different parts of it).
+ABSORB_OVERLAP = 0.5
 
 # ---------------------------------------------------------------------------- text
 
@@ -302,7 +306,7 @@ def decide(text: str, title: str, candidates: Sequence[Candidate], cfg: DedupCon
         return DedupDecision(kind="new", candidates=len(candidates), reason=reason)
     score, cluster_id, top, canonical = max(matched, key=lambda m: (m[0], -m[1]))
     canon_sim = canonical.sim.jaccard if canonical is not None else top.sim.jaccard
-    absorb = _absorbable(matched, cluster_id, canonical, by_cluster, cfg)
+    absorb = _absorbable(matched, cluster_id, canonical, by_cluster, new, cfg)
     return DedupDecision(
         kind="duplicate", cluster_id=cluster_id, matched_item_id=top.candidate.item_id,
         method=top.method, similarity=round(top.sim.jaccard, 4), containment=round(top.sim.containment, 4),
@@ -318,15 +322,17 @@ def decide(text: str, title: str, candidates: Sequence[Candidate], cfg: DedupCon
 
 def _absorbable(
     matched: list[tuple[float, int, Match, Match | None]], chosen: int, canonical: Match | None,
-    by_cluster: dict[int, list[Match]], cfg: DedupConfig,
+    by_cluster: dict[int, list[Match]], new: Text, cfg: DedupConfig,
 ) -> tuple[int, ...]:
-    """Other clusters that are one item matching both the new text and the chosen canonical.
+    """Other clusters of one item that match the new text on the part it shares with the chosen cluster.
 
-    Arrival order decides which copy starts a cluster: a teaser that came first stays
-    alone when the copies after it match each other better. Such a lone item joins
-    too, but only when it also matches the chosen cluster's canonical item itself, so
-    a new text that bridges two stories cannot carry one into the other. The store
-    moves it only if its cluster still has one item.
+    Arrival order decides which copy starts a cluster: a teaser that came before any
+    copy it matches stays alone when later copies match each other better. Such a lone
+    item joins too, but only when at least ABSORB_OVERLAP of what it shares with the
+    new text is also in the chosen cluster's canonical item (or it matches that item
+    outright): a new text that bridges two stories shares one story with the cluster
+    and the other with the lone item, so it cannot carry one into the other. The
+    store moves the item only if its cluster still has one item.
     """
     if canonical is None:
         return ()
@@ -336,7 +342,9 @@ def _absorbable(
         members = by_cluster[cluster_id]
         if cluster_id == chosen or len(members) != 1 or not top.candidate.is_canonical:
             continue
-        if similarity(prepare(top.candidate.text, cfg.shingle_size), target, cfg).method:
+        lone = prepare(top.candidate.text, cfg.shingle_size)
+        shared = lone.shingles & new.shingles
+        if len(shared & target.shingles) >= ABSORB_OVERLAP * len(shared) or similarity(lone, target, cfg).method:
             out.append(cluster_id)
     return tuple(sorted(out))
 

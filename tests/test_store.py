@@ -223,3 +223,140 @@ def test_versions_of_one_story_do_not_teach_their_paragraphs(store):
     assert all(o.learned == () for o in outcomes)
     assert store.boilerplate("wire") == []
     assert STORY.split("\n\n")[0] in store.item(outcomes[-1].item_id)["text"]
+
+
+# ---------------------------------------------------------------------------- dedup: candidates, canonical, resign
+
+def _policy_commit(store: Store, source_id: int, guid: str, text: str, policy: str, *, published=None, at=T0):
+    document = Document(title="Floods", text=text, published_at=published)
+    return store.commit_item(
+        source_id=source_id, entry=_entry(guid, text=text), canonical_url=None, document=document,
+        fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, "Floods", cfg=CFG),
+        policy=lambda m: dedup.canonical_key(
+            dedup.Member(m.item_id, m.published_at, m.fetched_at, m.priority, m.length), policy
+        ),
+        max_candidates=CFG.max_candidates, fetched_at=at,
+    )
+
+
+def _changes(store: Store, item_id: int) -> list[tuple[int, int]]:
+    return [(c["old_item_id"], c["new_item_id"]) for c in store.item(item_id)["canonical_changes"]]
+
+
+def test_priority_policy_a_wire_copy_arriving_later_becomes_canonical(store):
+    ids = _ids(store)  # wire has priority 5, copycat 0
+    copy = _policy_commit(store, ids["copycat"], "c1", STORY + "\n\nShare this article", "priority", published=T0)
+    wire = _policy_commit(store, ids["wire"], "w1", STORY, "priority", published=T0 + timedelta(hours=1),
+                          at=T0 + timedelta(hours=2))
+    assert wire.cluster_id == copy.cluster_id
+    [cluster] = store.clusters()
+    assert cluster["canonical"] == wire.item_id and cluster["size"] == 2
+    assert _changes(store, copy.item_id) == [(copy.item_id, wire.item_id)]
+    # a later copy from a low-priority source changes nothing
+    _policy_commit(store, ids["copycat"], "c2", STORY + "\n\nRead more", "priority", published=T0 - timedelta(hours=1))
+    assert store.clusters()[0]["canonical"] == wire.item_id
+    assert len(_changes(store, copy.item_id)) == 1
+
+
+def test_longest_policy_the_full_text_replaces_a_teaser_as_canonical(store):
+    ids = _ids(store)
+    teaser = _policy_commit(store, ids["copycat"], "c1", STORY.split("\n\n")[0] + "\n\n" + STORY.split("\n\n")[1],
+                            "longest", published=T0)
+    full = _policy_commit(store, ids["wire"], "w1", STORY, "longest", published=T0 + timedelta(hours=3))
+    assert full.cluster_id == teaser.cluster_id
+    assert store.clusters()[0]["canonical"] == full.item_id
+    assert _changes(store, teaser.item_id) == [(teaser.item_id, full.item_id)]
+
+
+def test_earliest_policy_falls_back_to_fetch_time_without_published_dates(store):
+    ids = _ids(store)
+    first = _policy_commit(store, ids["copycat"], "c1", STORY, "earliest", at=T0)
+    second = _policy_commit(store, ids["wire"], "w1", STORY + "\n\nShare this", "earliest", at=T0 + timedelta(minutes=5))
+    assert second.cluster_id == first.cluster_id
+    assert store.clusters()[0]["canonical"] == first.item_id
+    assert _changes(store, first.item_id) == []
+
+
+def _story(n: int) -> str:
+    """A realistic unrelated filler text (distinct per n) for index background."""
+    places = ["Arlen", "Brask", "Corvo", "Dunmere", "Elsby", "Fenwick", "Garrow", "Holm", "Isca", "Jarrow"]
+    topics = ["council budget", "bridge repairs", "school meals", "bus timetable", "harbour dredging",
+              "library hours", "water tariffs", "street lighting", "market licences", "park renovation"]
+    place, topic = places[n % 10], topics[(n // 10) % 10]
+    return "\n\n".join([
+        f"Officials in {place} approved changes to the {topic} on meeting number {n}, after a debate that lasted "
+        f"well into the evening and drew more than {40 + n} residents to the town hall.",
+        f"The plan for the {topic} in {place} will cost about {n * 13 + 7} thousand euros over {2 + n % 5} years, "
+        "according to figures presented by the finance committee, and will be reviewed again next spring.",
+    ])
+
+
+def test_candidates_find_the_copy_among_unrelated_items_and_stay_bounded(store):
+    ids = _ids(store)
+    for n in range(30):
+        _commit(store, ids["copycat"], _entry(f"bg{n}", text=_story(n)), _story(n))
+    original = _commit(store, ids["wire"], _entry("w1"), STORY)
+    copy = _commit(store, ids["copycat"], _entry("c1"), "Home | World | Sport\n\n" + STORY + "\n\nShare this article")
+    assert copy.decision.kind == "duplicate" and copy.cluster_id == original.cluster_id
+    # the lookup proposed the original and at most a few of the 30 unrelated items
+    assert 1 <= copy.decision.candidates <= 5
+
+
+def test_a_lone_teaser_is_taken_into_the_cluster_of_a_later_copy(store):
+    from bench.corpus import load
+
+    corpus = {i.id: i for i in load(pattern="a-floods-tavera-2025--death-toll.toml")}
+    wire, teaser_item, update_item = (corpus[f"a-floods-tavera-2025--death-toll/{k}"] for k in ("wire", "teaser-metro", "update-toll-64"))
+    ids = _ids(store)
+    # the updated version first, then a teaser of the first version that the update does not contain ...
+    update = _commit(store, ids["wire"], _entry("u1", text=update_item.text), update_item.text, published=T0 + timedelta(hours=5))
+    teaser = _commit(store, ids["copycat"], _entry("t1", text=teaser_item.text), teaser_item.text, published=T0 + timedelta(hours=1))
+    assert teaser.cluster_id != update.cluster_id
+    # ... then the original, which matches both: it joins the update's cluster and takes the teaser in
+    original = _commit(store, ids["wire"], _entry("w1", text=wire.text), wire.text, published=T0)
+    assert original.cluster_id == update.cluster_id and original.decision.absorb == (teaser.cluster_id,)
+    [cluster] = store.clusters()
+    assert cluster["size"] == 3
+    assert {m["id"] for m in cluster["items"]} == {update.item_id, teaser.item_id, original.item_id}
+    assert cluster["canonical"] == original.item_id  # earliest published
+    assert "moved into cluster" in store.item(teaser.item_id)["decision_reason"]
+
+
+@pytest.mark.parametrize("field,value", [("num_perm", 64), ("seed", 7), ("shingle_size", 4), ("datasketch_major", 1)])
+def test_scheme_mismatch_names_the_difference(store_url, field, value):
+    Store.open(store_url, SCHEME.as_dict()).close()
+    other = replace(SCHEME, **{field: value})
+    with pytest.raises(StoreError, match=f"{field}: store has {getattr(SCHEME, field)!r}, config gives {value!r}.*resign"):
+        Store.open(store_url, other.as_dict())
+
+
+def test_resign_rebuilds_signatures_and_index_and_keeps_clusters(store_url):
+    with Store.open(store_url, SCHEME.as_dict()) as store:
+        store.sync_sources([SourceConfig(name="wire", url="https://wire.example/feed")])
+        wire = _ids(store)["wire"]
+        _commit(store, wire, _entry("w1"), STORY)
+        _commit(store, wire, _entry("w2"), STORY + "\n\nShare this article")
+        _commit(store, wire, _entry("w3", text=OTHER), OTHER)
+        before = [(c["cluster"], sorted(m["id"] for m in c["items"])) for c in store.clusters()]
+    new_cfg = replace(CFG, num_perm=64, seed=3, shingle_size=4)
+    new_scheme = dedup.scheme_for(new_cfg)
+    with pytest.raises(StoreError, match="num_perm"):
+        Store.open(store_url, new_scheme.as_dict())
+    with Store.open(store_url, new_scheme.as_dict(), check_scheme=False) as store:
+        assert store.resign(lambda text: dedup.fingerprint(text, new_scheme), new_scheme.as_dict()) == 3
+    with Store.open(store_url, new_scheme.as_dict()) as store:  # accepted now
+        after = [(c["cluster"], sorted(m["id"] for m in c["items"])) for c in store.clusters()]
+        assert after == before
+        assert store.stored_scheme() == new_scheme.as_dict()
+        items = store.items()
+        for row in items:
+            assert len(store.item(row["id"])["signature"]) == 4 * 64
+        # the rebuilt index finds a new copy under the new scheme
+        text = STORY + "\n\nFollow us for more"
+        outcome = store.commit_item(
+            source_id=_ids(store)["wire"], entry=_entry("w4", text=text), canonical_url=None,
+            document=Document(title="Floods", text=text), fp=dedup.fingerprint(text, new_scheme),
+            decide=partial(dedup.decide, text, "Floods", cfg=new_cfg), policy=lambda m: (m.item_id,),
+            max_candidates=CFG.max_candidates,
+        )
+        assert outcome.decision.kind == "duplicate" and outcome.cluster_id == before[0][0]

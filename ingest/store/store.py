@@ -32,6 +32,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -54,6 +55,8 @@ from ingest.store import schema as t
 
 # Candidate item ids are read in chunks below SQLite's bound-parameter limit.
 _CHUNK = 500
+# Items read per LSH/paragraph key in a lookup (the newest first); see _candidates.
+KEY_CAP = 50
 
 # What re-cleaning a stored text gives: the new text, its fingerprint and the removals;
 # None when nothing changed. Made by the pipeline (clean + dedup), applied by the store.
@@ -411,16 +414,22 @@ class Store:
                 flags.setdefault(row.id, set()).add("same_url")
         keys = sorted(set(fp.band_keys))
         if keys:
-            hits = conn.execute(
-                select(t.lsh_bands.c.item_id, func.count().label("hits"))
-                .where(t.lsh_bands.c.key.in_(keys))
-                .group_by(t.lsh_bands.c.item_id)
-                .order_by(func.count().desc(), t.lsh_bands.c.item_id)
-                .limit(limit + 1)
-            )
-            for row in hits:
-                if row.item_id != exclude:
-                    ids[row.item_id] = max(ids.get(row.item_id, 0), row.hits)
+            # One index seek per key, each capped at the newest KEY_CAP items: a key that
+            # many items share (a boilerplate paragraph not learned yet, a band of a very
+            # short text) cannot make the lookup grow with the store; hits are counted here.
+            arms = [
+                select(t.lsh_bands.c.item_id).where(t.lsh_bands.c.key == key)
+                .order_by(t.lsh_bands.c.item_id.desc()).limit(KEY_CAP).subquery()
+                for key in keys
+            ]
+            hits: dict[int, int] = {}
+            for start in range(0, len(arms), _CHUNK // 10):
+                query = union_all(*(select(arm.c.item_id) for arm in arms[start : start + _CHUNK // 10]))
+                for (item_id,) in conn.execute(query):
+                    if item_id != exclude:
+                        hits[item_id] = hits.get(item_id, 0) + 1
+            for item_id, count in sorted(hits.items(), key=lambda kv: (-kv[1], -kv[0]))[: limit + 1]:
+                ids[item_id] = max(ids.get(item_id, 0), count)
         if not ids:
             return []
         # the canonical item of every candidate cluster is always verified too
@@ -445,6 +454,11 @@ class Store:
             )
             for r in rows
         ]
+
+    def candidates(self, fp: Fingerprint, canonical_url: str | None = None, limit: int = 20) -> list[Candidate]:
+        """The candidates a new item with fingerprint ``fp`` would be verified against (read-only)."""
+        with self.engine.connect() as conn:
+            return self._candidates(conn, fp, canonical_url, None, limit)
 
     def _item_rows(self, conn: Connection, ids: list[int]) -> Iterator[Any]:
         cols = (t.items.c.id, t.items.c.cluster_id, t.items.c.source_id, t.items.c.title, t.items.c.text,

@@ -1,0 +1,234 @@
+"""ingest.dedup: shingles, fingerprints, the decision and the canonical policy (pure, no store).
+
+Texts come from the labelled corpus (fixtures/dedup) so the cases are real-looking
+articles, copies and look-alikes; the corpus-level acceptance test runs the whole
+pipeline over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import datasketch
+import pytest
+
+from bench.corpus import load
+from ingest import dedup
+from ingest.config import DedupConfig
+from ingest.models import Candidate
+
+CFG = DedupConfig()
+SCHEME = dedup.scheme_for(CFG)
+ITEMS = {i.id: i for i in load()}
+FLOOD = ITEMS["a-floods-tavera-2025--death-toll/wire"]
+FLOOD_TEASER = ITEMS["a-floods-tavera-2025--death-toll/teaser-metro"]
+FLOOD_UPDATE = ITEMS["a-floods-tavera-2025--death-toll/update-toll-64"]
+FLOOD_SYNDICATED = ITEMS["a-floods-tavera-2025--death-toll/syndicated"]  # disclaimers added
+INSURANCE = ITEMS["a-floods-tavera-2025--insurance-costs/wire"]  # same event, different article
+MARKETS_11 = ITEMS["a-markets-close-daily--2025-03-11/wire"]
+MARKETS_12 = ITEMS["a-markets-close-daily--2025-03-12/wire"]  # same template, next day's figures
+
+
+def candidate(item_id: int, cluster_id: int, text: str, *, canonical: bool = True, title: str = "t", **flags) -> Candidate:
+    fp = dedup.fingerprint(text, SCHEME)
+    return Candidate(
+        item_id=item_id, cluster_id=cluster_id, source_id=1, title=title, text=text, signature=fp.signature,
+        shingle_count=fp.shingle_count, is_canonical=canonical, **flags,
+    )
+
+
+def chrome(text: str, site: str) -> str:
+    """A republisher's page: navigation, a caption, related headlines and a footer around the text."""
+    return "\n\n".join([
+        "Home | World | Business | Sport | Opinion | Video",
+        "Rescuers search the mud in Benisor (Photo: file)",
+        text,
+        f"More from {site}",
+        "Markets slide as oil jumps on supply fears",
+        "City council approves new cycle lanes after long debate",
+        "Ten things to do in the capital this weekend",
+        f"Follow {site} on Facebook, X and Instagram for the latest updates.",
+    ])
+
+
+# ---------------------------------------------------------------------------- shingles and hashes
+
+
+def test_shingles_are_word_ngrams_of_normalised_text() -> None:
+    assert dedup.shingles("The  QUICK, brown fox!", 2) == {"the quick", "quick brown", "brown fox"}
+    assert dedup.shingles("ﬁve alarms", 2) == {"five alarms"}  # NFKC folds the ligature
+    assert dedup.shingles("Two words", 3) == {"two words"}  # shorter than a shingle: one shingle
+    assert dedup.shingles("", 3) == frozenset()
+
+
+def test_content_hash_ignores_case_spacing_and_punctuation() -> None:
+    assert dedup.content_hash("Rain, rain: go away!") == dedup.content_hash("rain rain  go AWAY")
+    assert dedup.content_hash("rain go away") != dedup.content_hash("rain stay away")
+
+
+def test_fingerprint_is_deterministic_and_depends_on_the_scheme() -> None:
+    a, b = dedup.fingerprint(FLOOD.text, SCHEME), dedup.fingerprint(FLOOD.text, SCHEME)
+    assert a == b
+    assert len(a.signature) == 4 * CFG.num_perm
+    other_seed = dedup.fingerprint(FLOOD.text, dedup.scheme_for(replace(CFG, seed=2)))
+    assert other_seed.signature != a.signature
+    body_paragraphs = [p for p in FLOOD.paragraphs if len(p.split()) >= dedup.PASSAGE_WORDS]
+    # bands of the whole text + bands of the lead + one key per body paragraph
+    expected = SCHEME.bands + SCHEME.lead_perm // SCHEME.rows + min(len(body_paragraphs), SCHEME.paragraph_keys)
+    assert len(a.band_keys) == expected
+
+
+def test_estimated_jaccard_tracks_the_exact_value() -> None:
+    exact, _, _ = dedup.compare(dedup.shingles(FLOOD.text, 3), dedup.shingles(FLOOD_UPDATE.text, 3), CFG)
+    estimate = dedup.estimated_jaccard(
+        dedup.fingerprint(FLOOD.text, SCHEME).signature, dedup.fingerprint(FLOOD_UPDATE.text, SCHEME).signature
+    )
+    # standard error sqrt(J(1-J)/128) ~ 0.04: four of them is a generous bound
+    assert abs(estimate - exact) < 0.16
+
+
+def test_scheme_records_datasketch_major_and_how_keys_are_made() -> None:
+    scheme = SCHEME.as_dict()
+    assert scheme["datasketch_major"] == int(datasketch.__version__.split(".")[0])
+    for key in ("num_perm", "seed", "shingle_size", "bands", "rows", "minhash_scheme", "hash_name", "paragraph_keys"):
+        assert key in scheme
+
+
+def test_a_teaser_and_a_chrome_wrapped_copy_share_index_keys_with_the_original() -> None:
+    original = set(dedup.fingerprint(FLOOD.text, SCHEME).band_keys)
+    assert original & set(dedup.fingerprint(FLOOD_TEASER.text, SCHEME).band_keys)
+    assert original & set(dedup.fingerprint(chrome(FLOOD.text, "metro"), SCHEME).band_keys)
+    assert not original & set(dedup.fingerprint(MARKETS_11.text, SCHEME).band_keys)
+
+
+# ---------------------------------------------------------------------------- decide
+
+
+def test_same_canonical_url_is_a_duplicate_whatever_the_text() -> None:
+    decision = dedup.decide("completely different words here", "x", [candidate(7, 3, FLOOD.text, same_url=True)], CFG)
+    assert (decision.kind, decision.cluster_id, decision.method) == ("duplicate", 3, "url")
+
+
+def test_same_normalised_text_is_a_duplicate() -> None:
+    decision = dedup.decide(FLOOD.text.upper(), "x", [candidate(7, 3, FLOOD.text, same_content=True)], CFG)
+    assert (decision.kind, decision.method, decision.similarity) == ("duplicate", "content_hash", 1.0)
+
+
+def test_a_copy_with_an_update_joins_by_jaccard() -> None:
+    decision = dedup.decide(FLOOD_UPDATE.text, FLOOD_UPDATE.title, [candidate(1, 1, FLOOD.text)], CFG)
+    assert (decision.kind, decision.cluster_id, decision.method) == ("duplicate", 1, "minhash")
+    assert decision.similarity >= CFG.threshold
+
+
+def test_a_teaser_joins_by_containment() -> None:
+    decision = dedup.decide(FLOOD_TEASER.text, FLOOD_TEASER.title, [candidate(1, 1, FLOOD.text)], CFG)
+    assert (decision.kind, decision.method) == ("duplicate", "containment")
+    assert decision.similarity < CFG.threshold <= decision.containment
+
+
+def test_a_copy_diluted_by_site_chrome_joins_on_shared_paragraphs() -> None:
+    teaser_page = chrome(FLOOD_TEASER.text, "metro")
+    sim = dedup.similarity(dedup.prepare(teaser_page, 3), dedup.prepare(FLOOD.text, 3), CFG)
+    assert sim.jaccard < CFG.threshold and sim.containment < CFG.containment  # numbers alone would miss it
+    decision = dedup.decide(teaser_page, FLOOD_TEASER.title, [candidate(1, 1, FLOOD.text)], CFG)
+    assert (decision.kind, decision.method) == ("duplicate", "passages")
+
+
+def test_shared_paragraphs_are_off_when_min_passages_is_zero() -> None:
+    decision = dedup.decide(chrome(FLOOD_TEASER.text, "m"), "t", [candidate(1, 1, FLOOD.text)], replace(CFG, min_passages=0))
+    assert decision.kind == "new"
+
+
+def test_a_different_article_on_the_same_event_stays_apart() -> None:
+    decision = dedup.decide(INSURANCE.text, INSURANCE.title, [candidate(1, 1, FLOOD.text)], CFG)
+    assert decision.kind == "new"
+    assert "closest item 1" in decision.reason
+
+
+def test_a_daily_template_with_other_figures_stays_apart() -> None:
+    decision = dedup.decide(MARKETS_12.text, MARKETS_12.title, [candidate(1, 1, MARKETS_11.text)], CFG)
+    assert decision.kind == "new"
+
+
+@pytest.mark.parametrize("text", ["Breaking: earthquake hits Kessar", "Floods: death toll rises to 51 in the Tavera valley, officials say."])
+def test_very_short_texts_never_merge_by_similarity(text: str) -> None:
+    decision = dedup.decide(text, "a", [candidate(1, 1, text + " More soon.")], CFG)
+    assert decision.kind == "new"
+    assert "min_shingles" in decision.reason
+
+
+def test_equal_short_texts_merge_only_with_equal_titles() -> None:
+    text = "Breaking: earthquake hits Kessar"
+    other_title = dedup.decide(text, "Quake", [candidate(1, 1, text, title="Storm", same_content=True)], CFG)
+    same_title = dedup.decide(text, "Quake", [candidate(1, 1, text, title="Quake", same_content=True)], CFG)
+    assert other_title.kind == "new"
+    assert (same_title.kind, same_title.method) == ("duplicate", "content_hash")
+
+
+def _bridge() -> str:
+    """A roundup that carries most of two different stories (the flood toll and the insurance piece)."""
+    return "\n\n".join(FLOOD.paragraphs[:8] + INSURANCE.paragraphs[:8])
+
+
+def test_a_bridging_member_cannot_pull_a_different_story_into_its_cluster() -> None:
+    # cluster 1: the flood report (canonical) and a roundup that also carries the insurance story
+    members = [candidate(1, 1, FLOOD.text), candidate(2, 1, _bridge(), canonical=False)]
+    bridge_alone = dedup.similarity(dedup.prepare(INSURANCE.text, 3), dedup.prepare(_bridge(), 3), CFG)
+    assert bridge_alone.method  # the insurance story does match the bridge ...
+    decision = dedup.decide(INSURANCE.text, INSURANCE.title, members, CFG)
+    assert decision.kind == "new"  # ... but the flood report (canonical) does not support it
+
+
+def test_a_bridging_text_cannot_carry_a_lone_item_of_another_story_into_a_cluster() -> None:
+    candidates = [candidate(1, 1, FLOOD.text), candidate(5, 5, INSURANCE.text)]
+    decision = dedup.decide(_bridge(), "Roundup", candidates, CFG)
+    assert decision.kind == "duplicate"
+    assert decision.absorb == ()  # the insurance item does not match the flood cluster's canonical
+
+
+def test_a_lone_teaser_that_came_first_is_taken_in_by_the_next_copy() -> None:
+    # the teaser arrived first and stands alone (cluster 9); the original is in cluster 1 already
+    candidates = [candidate(1, 1, FLOOD.text), candidate(9, 9, FLOOD_TEASER.text)]
+    decision = dedup.decide(FLOOD_SYNDICATED.text, FLOOD_SYNDICATED.title, candidates, CFG)
+    assert decision.cluster_id == 1
+    assert decision.absorb == (9,)
+
+
+def test_the_best_matching_cluster_wins() -> None:
+    candidates = [candidate(1, 1, INSURANCE.text), candidate(2, 2, FLOOD.text), candidate(3, 3, MARKETS_11.text)]
+    decision = dedup.decide(FLOOD_UPDATE.text, FLOOD_UPDATE.title, candidates, CFG)
+    assert (decision.cluster_id, decision.matched_item_id) == (2, 2)
+
+
+# ---------------------------------------------------------------------------- canonical policy
+
+T0 = datetime(2025, 10, 30, 8, 0, tzinfo=timezone.utc)
+
+
+def member(item_id: int, published: datetime | None, fetched: datetime, priority: int = 0, length: int = 100) -> dedup.Member:
+    return dedup.Member(item_id, published, fetched, priority, length)
+
+
+def test_earliest_prefers_published_then_fetched() -> None:
+    wire = member(2, T0, T0 + timedelta(hours=3))
+    copy = member(1, T0 + timedelta(hours=1), T0)
+    undated_early = member(3, None, T0 - timedelta(hours=5))
+    assert min([copy, wire, undated_early], key=lambda m: dedup.canonical_key(m, "earliest")) is undated_early
+    assert min([copy, wire], key=lambda m: dedup.canonical_key(m, "earliest")) is wire
+    same_time = [member(5, T0, T0 + timedelta(minutes=2)), member(4, T0, T0 + timedelta(minutes=1))]
+    assert min(same_time, key=lambda m: dedup.canonical_key(m, "earliest")).item_id == 4
+
+
+def test_priority_prefers_the_higher_priority_then_earliest() -> None:
+    blog = member(1, T0, T0, priority=0)
+    wire = member(2, T0 + timedelta(hours=2), T0 + timedelta(hours=2), priority=10)
+    wire_later = member(3, T0 + timedelta(hours=3), T0 + timedelta(hours=3), priority=10)
+    assert min([blog, wire, wire_later], key=lambda m: dedup.canonical_key(m, "priority")) is wire
+
+
+def test_longest_prefers_the_most_complete_text_then_earliest() -> None:
+    teaser = member(1, T0, T0, length=400)
+    full = member(2, T0 + timedelta(hours=1), T0 + timedelta(hours=1), length=3000)
+    full_later = member(3, T0 + timedelta(hours=2), T0 + timedelta(hours=2), length=3000)
+    assert min([teaser, full, full_later], key=lambda m: dedup.canonical_key(m, "longest")) is full
