@@ -68,6 +68,10 @@ class FetchConfig:
 class ExtractConfig:
     builtin_rules: bool = True
     min_chars: int = 200
+    # K = 3 different stories: on fixtures/dedup K = 2 also learned a real sentence shared
+    # by two articles on one event, K = 3 learned only boilerplate (bench/clean_quality.py).
+    # M = 50: about a day of a busy feed, so a new footer is learned the day it appears,
+    # and the count stays one indexed query over at most 50 items. README "## Cleaning".
     boilerplate_min_count: int = 3
     boilerplate_window: int = 50
 
