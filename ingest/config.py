@@ -68,7 +68,7 @@ class FetchConfig:
 class ExtractConfig:
     builtin_rules: bool = True
     min_chars: int = 200
-    # K = 3 different stories: on fixtures/dedup K = 2 also learned a real sentence shared
+    # K = 3 different texts: on fixtures/dedup K = 2 also learned a real sentence shared
     # by two articles on one event, K = 3 learned only boilerplate (bench/clean_quality.py).
     # M = 50: about a day of a busy feed, so a new footer is learned the day it appears,
     # and the count stays one indexed query over at most 50 items. README "## Cleaning".
@@ -223,7 +223,7 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
     "extract": {
         "builtin_rules": (BOOL, "strip the built-in disclaimer/boilerplate rules"),
         "min_chars": (_bounded(INT, 0), "extractions shorter than this fall back to the feed's text"),
-        "boilerplate_min_count": (_bounded(INT, 2), "a paragraph seen in this many different stories among a source's recent items is boilerplate"),
+        "boilerplate_min_count": (_bounded(INT, 2), "a paragraph seen in this many different texts among a source's recent items is boilerplate"),
         "boilerplate_window": (_bounded(INT, 3), "how many recent items of a source are looked at"),
     },
     "dedup": {

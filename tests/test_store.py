@@ -225,6 +225,24 @@ def test_versions_of_one_story_do_not_teach_their_paragraphs(store):
     assert STORY.split("\n\n")[0] in store.item(outcomes[-1].item_id)["text"]
 
 
+def test_short_items_merged_by_their_shared_footer_still_teach_it(store):
+    """Three different one-line summaries + a long footer: dedup may see copies, learning must not."""
+    wire = _ids(store)["wire"]
+    leads = [
+        "The council approved a 4.2 million dollar upgrade of the Eastern Beach seawall on Tuesday.",
+        "The harbour ferry will run every twenty minutes at peak times from March, the operator said.",
+        "A Wharf Street bakery has won a national award for its sourdough, beating three hundred entries.",
+    ]
+    footer = ("Harbour Times is owned by its readers, not by a chain or a billionaire. Become a member from $5 a "
+              "month and support independent local journalism in the harbour towns and the valley.")
+    outcomes = [_commit_learning(store, wire, f"b{i}", f"{lead}\n\n{footer}") for i, lead in enumerate(leads)]
+    assert len({o.cluster_id for o in outcomes}) < 3, "precondition: the footer made dedup see copies"
+    assert outcomes[2].learned and outcomes[1].learned == ()
+    for o, lead in zip(outcomes, leads):
+        assert store.item(o.item_id)["text"] == lead
+    assert store.boilerplate("wire")[0]["seen"] == 3
+
+
 # ---------------------------------------------------------------------------- dedup: candidates, canonical, resign
 
 def _policy_commit(store: Store, source_id: int, guid: str, text: str, policy: str, *, published=None, at=T0):

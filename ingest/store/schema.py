@@ -177,6 +177,7 @@ paragraphs = Table(
     Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
     Column("key", String(16), nullable=False),
     Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("chars", Integer, nullable=False, default=0),  # length, to weigh paragraphs when comparing items
     PrimaryKeyConstraint("source_id", "key", "item_id", name="pk_paragraphs"),
     Index("ix_paragraphs_item", "item_id"),
     sqlite_with_rowid=False,

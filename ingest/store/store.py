@@ -375,10 +375,12 @@ class Store:
                     insert(t.removals),
                     [{"item_id": item_id, "rule": r.rule, "position": r.position, "text": r.text} for r in document.removals],
                 )
-            pkeys = sorted({k for k, _ in paragraph_keys})
+            chars = {k: len(p) for k, p in paragraph_keys}
+            pkeys = sorted(chars)
             if pkeys:
                 conn.execute(
-                    insert(t.paragraphs), [{"source_id": source_id, "key": k, "item_id": item_id} for k in pkeys]
+                    insert(t.paragraphs),
+                    [{"source_id": source_id, "key": k, "item_id": item_id, "chars": chars[k]} for k in pkeys],
                 )
             learned = self._learn(conn, source_id, paragraph_keys, learn, now) if pkeys and learn else ()
             if learned and reclean is not None:
@@ -524,36 +526,55 @@ class Store:
         self, conn: Connection, source_id: int, paragraph_keys: Sequence[tuple[str, str]],
         learn: tuple[int, int], now: datetime,
     ) -> tuple[str, ...]:
-        """Mark paragraphs seen in >= min_count stories among the source's last ``window`` items.
+        """Mark paragraphs seen in >= min_count different texts among the source's last ``window`` items.
 
-        Counted in distinct clusters, not items: successive versions of one story
-        ("UPDATE 1", "UPDATE 2" under new guids) share their article paragraphs
-        verbatim but sit in one cluster, so they never make real text boilerplate.
+        Items, not clusters, are counted, but versions of one text count once: two
+        carriers are one text when the rest of their paragraphs (this one and learned
+        boilerplate left out) overlap by half or more, weighted by length. So
+        successive versions of one story ("UPDATE 1", "UPDATE 2" under new guids) never
+        make their shared article paragraphs boilerplate, while short items that dedup
+        put in one cluster *because* of a shared footer still teach it.
         """
         min_count, window = learn
         texts = dict(paragraph_keys)
         known = {
-            r.key for r in conn.execute(
-                select(t.boilerplate.c.key).where(and_(t.boilerplate.c.source_id == source_id,
-                                                       t.boilerplate.c.key.in_(list(texts))))
-            )
+            r.key for r in conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
         }
-        recent = (
-            select(t.items.c.id).where(t.items.c.source_id == source_id)
-            .order_by(t.items.c.id.desc()).limit(window).scalar_subquery()
-        )
-        stories = func.count(t.items.c.cluster_id.distinct())
-        rows = conn.execute(
-            select(t.paragraphs.c.key, stories.label("seen"))
-            .select_from(t.paragraphs.join(t.items, t.items.c.id == t.paragraphs.c.item_id))
-            .where(and_(
-                t.paragraphs.c.source_id == source_id,
-                t.paragraphs.c.key.in_([k for k in texts if k not in known]),
-                t.paragraphs.c.item_id.in_(recent),
-            ))
-            .group_by(t.paragraphs.c.key)
-            .having(stories >= min_count)
-        )
+        recent = [
+            r.id for r in conn.execute(
+                select(t.items.c.id).where(t.items.c.source_id == source_id).order_by(t.items.c.id.desc()).limit(window)
+            )
+        ]
+        frequent = [
+            r.key for r in conn.execute(
+                select(t.paragraphs.c.key)
+                .where(and_(
+                    t.paragraphs.c.source_id == source_id,
+                    t.paragraphs.c.key.in_([k for k in texts if k not in known]),
+                    t.paragraphs.c.item_id.in_(recent),
+                ))
+                .group_by(t.paragraphs.c.key)
+                .having(func.count() >= min_count)
+            )
+        ]
+        if not frequent:
+            return ()
+        contents: dict[int, dict[str, int]] = {}  # item -> paragraph key -> chars
+        for r in conn.execute(
+            select(t.paragraphs.c.item_id, t.paragraphs.c.key, t.paragraphs.c.chars)
+            .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.item_id.in_(recent)))
+        ):
+            if r.key not in known:
+                contents.setdefault(r.item_id, {})[r.key] = r.chars or 1
+        rows = []
+        for key in frequent:
+            carriers = [
+                {k: c for k, c in content.items() if k != key}
+                for item_id, content in sorted(contents.items()) if key in content
+            ]
+            seen = _distinct_texts(carriers)
+            if seen >= min_count:
+                rows.append(_Seen(key, seen))
         learned = [
             {"source_id": source_id, "key": r.key, "text": texts[r.key], "seen": r.seen, "window": window,
              "learned_at": now}
@@ -793,6 +814,33 @@ class _Transaction:
         if isinstance(exc, SQLAlchemyError):
             raise StoreError(_short(exc)) from exc
         return False
+
+
+@dataclass(frozen=True)
+class _Seen:
+    key: str
+    seen: int
+
+
+# Two carriers of a paragraph are versions of one text when the rest of their
+# paragraphs overlap by at least this share (length-weighted Jaccard).
+_SAME_TEXT = 0.5
+
+
+def _distinct_texts(carriers: list[dict[str, int]]) -> int:
+    """How many of ``carriers`` (paragraph key -> length) are not versions of an earlier one."""
+    distinct: list[dict[str, int]] = []
+    for content in carriers:
+        if all(_weighted_jaccard(content, other) < _SAME_TEXT for other in distinct):
+            distinct.append(content)
+    return len(distinct)
+
+
+def _weighted_jaccard(a: dict[str, int], b: dict[str, int]) -> float:
+    union = sum(a.values()) + sum(c for k, c in b.items() if k not in a)
+    if union == 0:
+        return 1.0  # two items that are nothing but this paragraph: one text
+    return sum(c for k, c in a.items() if k in b) / union
 
 
 def _advisory_locks(conn: Connection, fp: Fingerprint, canonical_url: str | None) -> None:
