@@ -321,3 +321,18 @@ def test_cpu_pool_runs_work_in_other_processes():
     assert pool is not None
     with pool:
         assert pool.submit(os.getpid).result() != os.getpid()
+
+
+def test_show_lists_removals_in_text_order_with_rule_names(demo_run, cli):
+    config, _ = demo_run
+    items = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
+    seed = next(i for i in items if i["source"] == "axadle")
+    detail = json.loads(cli("show", str(seed["id"]), "--json", "-c", str(config)).stdout)
+    assert [(r["rule"], r["position"]) for r in detail["removed"]] == [
+        ("disclaimer-heading", "end"), ("not-edited-auto-generated", "end"), ("cookie-consent", "whole"),
+    ]
+    shown = cli("show", str(seed["id"]), "-c", str(config)).stdout
+    disclaimer = detail["removed"][1]["text"]
+    assert len(disclaimer) > 300 and f"[not-edited-auto-generated, end] {disclaimer}\n" in shown  # whole, not cut
+    assert shown.index("[disclaimer-heading, end]") < shown.index("[not-edited-auto-generated, end]") \
+        < shown.index("[cookie-consent, whole]")
