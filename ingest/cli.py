@@ -293,7 +293,8 @@ def cmd_sources(config: Config, args: argparse.Namespace) -> int:
         _table(
             ["name", "last success", "errors", "next poll", "last error"],
             [[r["name"], r["last_success"] or "-", f"{r['consecutive_errors']}/{r['error_count']}",
-              r["next_poll"] or "-", (r["last_error"] or "")[:70]] for r in rows],
+              r["next_poll"] or "-", (f"DISABLED: {r['disabled_reason']}" if r["disabled_reason"] else r["last_error"] or "")[:90]]
+             for r in rows],
         )
     return EXIT_OK
 

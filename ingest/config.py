@@ -52,6 +52,7 @@ class StoreConfig:
 class FetchConfig:
     timeout: float = 20.0
     connect_timeout: float = 10.0
+    read_timeout: float = 10.0
     max_bytes: int = 10_000_000
     max_redirects: int = 5
     user_agent: str = f"ingest/{__version__} (+{PROJECT_URL})"
@@ -207,8 +208,9 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
         "retention": (_optional(_duration(3600)), "drop items older than this with `ingest prune` (off by default)"),
     },
     "fetch": {
-        "timeout": (_bounded(NUMBER, 0.1, 600), "total seconds allowed per request, body included"),
+        "timeout": (_bounded(NUMBER, 0.1, 600), "total seconds allowed per request (all redirects and the body), enforced even on trickling servers"),
         "connect_timeout": (_bounded(NUMBER, 0.1, 120), "seconds to establish a connection"),
+        "read_timeout": (_bounded(NUMBER, 0.1, 600), "seconds to wait for the next bytes of a response"),
         "max_bytes": (_bounded(INT, 1024), "response body cap, after decompression"),
         "max_redirects": (_bounded(INT, 0, 20), "redirects followed per request"),
         "user_agent": (STRING, "User-Agent header"),

@@ -30,6 +30,7 @@ class SourceState:
     error_count: int = 0
     next_poll_at: datetime | None = None
     disabled_reason: str | None = None
+    ttl: float | None = None  # the feed's last RSS <ttl>, seconds: a 304 keeps honouring it
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class PollRecord:
     effective_url: str | None = None  # set when a permanent redirect moved the feed
     disabled_reason: str | None = None
     requests: int = 0
+    ttl: float | None = None  # the feed's RSS <ttl> in seconds (kept on the source after success)
 
 
 @dataclass(frozen=True)

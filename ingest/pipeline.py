@@ -114,11 +114,21 @@ def run_once(
     deps: Deps,
     sources: list[SourceConfig] | None = None,
     on_done: Callable[[SourceReport], None] | None = None,
+    *,
+    due_only: bool = False,
 ) -> RunReport:
-    """Poll every enabled source once (``sources`` to choose); report what happened."""
+    """Poll every enabled source once (``sources`` to choose); report what happened.
+
+    ``due_only`` skips sources whose ``next_poll_at`` (interval, ttl, backoff,
+    Retry-After) has not come yet, and disabled ones: the daemon's mode. ``--once``
+    polls every source regardless, as cron users expect.
+    """
     started = time.perf_counter()
     chosen = [s for s in (sources if sources is not None else deps.config.sources) if s.enabled]
     states = deps.store.sync_sources(deps.config.sources)
+    if due_only:
+        now = deps.clock()
+        chosen = [s for s in chosen if polling.is_due(states[s.name], now)]
     reports: list[SourceReport] = []
     workers = max(1, min(deps.config.fetch.concurrency, deps.config.daemon.workers, len(chosen) or 1))
     # the process pool is made before any poll thread runs: its workers are forked
@@ -168,13 +178,14 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
             result = deps.fetcher.fetch_feed(source, state)
         except FetchError as exc:
             retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
-            disabled = str(exc) if isinstance(exc, Gone) else None
+            disabled = f"{exc} (since {deps.clock():%Y-%m-%d %H:%M} UTC)" if isinstance(exc, Gone) else None
             _record_failure(source, state, deps, str(exc), exc.kind, retry_after, requests=1, disabled=disabled)
             return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=1)
 
     moved = _moved(result, state)
+    # 304, or a server that ignores validators but sends the same bytes: nothing to parse
     if result.not_modified or (result.body_hash and result.body_hash == state.body_hash and not moved):
-        _record_success(source, state, deps, result, None, moved)
+        _record_success(source, state, deps, result, state.ttl, moved)
         return SourceReport(source.name, ok=True, not_modified=True, requests=result.requests, timings=timer.totals)
 
     try:
@@ -451,7 +462,7 @@ def _record_success(
             etag=(result.etag or state.etag) if keep_validators else result.etag,
             last_modified=(result.last_modified or state.last_modified) if keep_validators else result.last_modified,
             body_hash=None if keep_validators else result.body_hash,
-            effective_url=moved, requests=result.requests if requests is None else requests,
+            effective_url=moved, requests=result.requests if requests is None else requests, ttl=ttl,
         ),
     )
 

@@ -6,6 +6,10 @@ import random
 from datetime import datetime, timedelta
 
 from ingest.config import FetchConfig
+from ingest.models import SourceState
+
+# Spread of the backoff delay, so sources that failed together do not retry together.
+JITTER = 0.2
 
 
 def next_poll(
@@ -23,20 +27,29 @@ def next_poll(
 
     On success: the source's interval, raised to the feed's own hints (``Cache-Control:
     max-age``, RSS ``<ttl>``) but never beyond ``max_interval``. After errors:
-    exponential backoff from ``backoff_base``, doubling per consecutive error, capped at
-    ``backoff_max``, with +-20% jitter so failing sources spread out; a ``Retry-After``
-    from a 429/503 is a floor that the jitter never undercuts.
+    exponential backoff from ``backoff_base``, doubling per consecutive error, never
+    sooner than the interval, capped at ``backoff_max``, with +-20% jitter so failing
+    sources spread out. A ``Retry-After`` (429/503) is a floor that neither the jitter nor
+    the cap undercuts, itself capped at ``max(backoff_max, max_interval)`` so a bogus
+    header cannot silence a source for a year.
     """
-    rng = rng or random.Random()
+    if retry_after is not None:
+        retry_after = min(max(retry_after, 0.0), max(cfg.backoff_max, cfg.max_interval))
     if consecutive_errors > 0:
-        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** (consecutive_errors - 1))
-        delay = max(delay, interval) * rng.uniform(0.8, 1.2)
+        rng = rng or random.Random()
+        delay = cfg.backoff_base * 2 ** min(consecutive_errors - 1, 62)
+        delay = max(min(delay, cfg.backoff_max), interval) * rng.uniform(1 - JITTER, 1 + JITTER)
         delay = min(delay, cfg.backoff_max)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return now + timedelta(seconds=delay)
-    hint = max(max_age or 0.0, ttl or 0.0)
-    delay = max(interval, min(hint, cfg.max_interval))
+    else:
+        hint = max(max_age or 0.0, ttl or 0.0)
+        delay = max(interval, min(hint, cfg.max_interval))
     if retry_after is not None:
         delay = max(delay, retry_after)
     return now + timedelta(seconds=delay)
+
+
+def is_due(state: SourceState, now: datetime) -> bool:
+    """True when ``state`` is not disabled and its ``next_poll_at`` has come (or was never set)."""
+    if state.disabled_reason:
+        return False
+    return state.next_poll_at is None or state.next_poll_at <= now

@@ -82,6 +82,7 @@ sources = Table(
     Column("request_count", Integer, nullable=False, default=0),
     Column("next_poll_at", UTCDateTime),
     Column("disabled_reason", Text),
+    Column("feed_ttl", Float),  # RSS <ttl> in seconds from the last parsed body
     Column("priority", Integer, nullable=False, default=0),
     Column("active", Boolean, nullable=False, default=True),  # false once removed from the config
 )

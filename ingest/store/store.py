@@ -211,7 +211,7 @@ class Store:
                         update(t.sources).where(t.sources.c.id == row.id).values(
                             url=source.url, config_hash=digest, priority=source.priority, active=True,
                             effective_url=None, etag=None, last_modified=None, body_hash=None,
-                            disabled_reason=None, consecutive_errors=0, next_poll_at=None,
+                            disabled_reason=None, consecutive_errors=0, next_poll_at=None, feed_ttl=None,
                         )
                     )
                 elif row.priority != source.priority or not row.active:
@@ -245,7 +245,9 @@ class Store:
             "request_count": t.sources.c.request_count + poll.requests,
         }
         if poll.ok:
-            values.update(last_success_at=poll.at, consecutive_errors=0, last_error=None, last_error_kind=None)
+            values.update(
+                last_success_at=poll.at, consecutive_errors=0, last_error=None, last_error_kind=None, feed_ttl=poll.ttl
+            )
             if poll.etag is not None or poll.last_modified is not None or poll.body_hash is not None:
                 values.update(etag=poll.etag, last_modified=poll.last_modified)
             if poll.body_hash is not None:
@@ -891,7 +893,7 @@ def _state(row: Any) -> SourceState:
         last_modified=row.last_modified, body_hash=row.body_hash, last_polled_at=row.last_polled_at,
         last_success_at=row.last_success_at, last_error=row.last_error, last_error_kind=row.last_error_kind,
         consecutive_errors=row.consecutive_errors or 0, error_count=row.error_count or 0,
-        next_poll_at=row.next_poll_at, disabled_reason=row.disabled_reason,
+        next_poll_at=row.next_poll_at, disabled_reason=row.disabled_reason, ttl=row.feed_ttl,
     )
 
 
