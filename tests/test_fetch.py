@@ -1,0 +1,746 @@
+"""ingest.fetch against real loopback servers that record every request.
+
+Covers the politeness and hardening of issue 3: headers, conditional GET, redirects,
+410, Retry-After, per-host limits, timeouts and the total deadline, the body cap in
+bounded memory, gzip bombs, content types, error types and the SSRF guard, both on
+the Fetcher and through the pipeline and CLI.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zlib
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from urllib3.exceptions import NameResolutionError
+
+from ingest import dedup
+from ingest.config import FetchConfig, SourceConfig, from_dict
+from ingest.errors import (
+    BlockedAddress,
+    ConnectError,
+    ContentTypeError,
+    DNSError,
+    FetchError,
+    FetchTimeout,
+    Gone,
+    HTTPStatusError,
+    TLSError,
+    TooLarge,
+    TooManyRedirects,
+)
+from ingest.fetch import ACCEPT_ENCODING, Fetcher, _classify, _retry_after, resolve_checked
+from ingest.pipeline import Deps, run_once
+from ingest.store import Store
+from tests.loopback import Loopback, rss
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+TEXT = (
+    "The harbour council voted on Tuesday to rebuild the northern seawall before winter storms, "
+    "after engineers found cracks along forty metres of the old stone wall near the ferry terminal."
+)
+
+
+@pytest.fixture
+def server():
+    with Loopback("127.0.0.1") as s:
+        yield s
+
+
+@pytest.fixture
+def other():
+    """A second server on another loopback address: the 'private origin' that must stay untouched."""
+    with Loopback("127.0.0.2") as s:
+        yield s
+
+
+def fetcher(**options) -> Fetcher:
+    options.setdefault("per_host_delay", 0.0)
+    return Fetcher(FetchConfig(**options))
+
+
+def feed_source(url: str, **options) -> SourceConfig:
+    return SourceConfig(name="feed", url=url, **options)
+
+
+def bomb(decompressed: int, chunk: int = 1 << 20) -> bytes:
+    """A gzip body of ``decompressed`` zero bytes (about 1000:1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(chunk)
+    parts = [compressor.compress(zeros) for _ in range(decompressed // chunk)]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+class Pipeline:
+    """A config, a real SQLite store and a Fetcher, run with ``run_once`` like ``--once``."""
+
+    def __init__(self, tmp_path: Path, sources: list[dict], fetch: dict | None = None, daemon: dict | None = None):
+        raw = {"store": {"url": f"sqlite:///{tmp_path / 'store.db'}"}, "fetch": {"per_host_delay": 0, **(fetch or {})},
+               "daemon": daemon or {}, "sources": sources}
+        self.config = from_dict(raw, tmp_path / "ingest.toml")
+        self.store = Store.open(self.config.store.url, dedup.scheme_for(self.config.dedup).as_dict())
+        self.fetcher = Fetcher(self.config.fetch)
+        self.now = T0
+
+    def run(self, **kwargs):
+        return run_once(Deps(self.config, self.store, self.fetcher, clock=lambda: self.now), **kwargs)
+
+    def state(self, name: str = "feed"):
+        return self.store.source_state(name)
+
+    def close(self) -> None:
+        self.fetcher.close()
+        self.store.close()
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    made: list[Pipeline] = []
+
+    def make(sources, **kwargs) -> Pipeline:
+        made.append(Pipeline(tmp_path, sources, **kwargs))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+# ---------------------------------------------------------------------------- headers and politeness
+
+
+def test_sends_user_agent_accept_and_gzip(server):
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    fetcher(user_agent="ingest-test/1 (+http://example.org/bot)").fetch_feed(feed_source(server.url("/feed")), None)
+    (seen,) = server.hits("/feed")
+    assert seen.headers["user-agent"] == "ingest-test/1 (+http://example.org/bot)"
+    assert "application/rss+xml" in seen.headers["accept"] and "application/atom+xml" in seen.headers["accept"]
+    assert seen.headers["accept-encoding"] == ACCEPT_ENCODING == "gzip"
+    assert "if-none-match" not in seen.headers and "if-modified-since" not in seen.headers
+
+
+def test_gzip_body_is_decoded_and_multi_member_gzip_too(server):
+    body = rss([("a", "http://example.org/a", "A", TEXT)])
+    server.respond("/one", gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    half = len(body) // 2
+    server.respond("/two", gzip.compress(body[:half]) + gzip.compress(body[half:]), headers={"Content-Encoding": "gzip"})
+    server.respond("/raw-deflate", zlib.compress(body)[2:-4], headers={"Content-Encoding": "deflate"})
+    f = fetcher()
+    for path in ("/one", "/two", "/raw-deflate"):
+        assert f.fetch_feed(feed_source(server.url(path)), None).body == body, path
+
+
+def test_unrequested_encoding_and_truncated_gzip_are_errors(server):
+    server.respond("/br", b"\x00\x01", headers={"Content-Encoding": "br"})
+    server.respond("/cut", gzip.compress(rss([]) * 50)[:-40], headers={"Content-Encoding": "gzip"})
+    f = fetcher()
+    with pytest.raises(FetchError, match="unsupported Content-Encoding"):
+        f.fetch_feed(feed_source(server.url("/br")), None)
+    with pytest.raises(FetchError, match="ends early"):
+        f.fetch_feed(feed_source(server.url("/cut")), None)
+
+
+def test_per_host_concurrency_and_spacing_hold_under_the_thread_pool(server, pipeline):
+    """Six sources on one host, six workers: never more than 2 in flight, starts >= 0.1 s apart."""
+
+    def slow(h):
+        time.sleep(0.4)
+        h.reply(200, rss([]), {"Content-Type": "application/rss+xml"})
+
+    sources = []
+    for n in range(6):
+        server.route(f"/f{n}", slow)
+        sources.append({"name": f"s{n}", "url": server.url(f"/f{n}")})
+    p = pipeline(sources, fetch={"per_host_concurrency": 2, "per_host_delay": 0.1, "concurrency": 8},
+                 daemon={"workers": 6})
+    report = p.run()
+    assert not report.failed
+    assert len(server.hits()) == 6
+    assert server.max_in_flight == 2  # 2, not 1: the limit allows parallelism and holds it
+    starts = sorted(r.at for r in server.hits())
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.09
+
+
+def test_total_concurrency_bound(server):
+    def slow(h):
+        time.sleep(0.3)
+        h.reply(200, b"ok", {"Content-Type": "text/html"})
+
+    for n in range(4):
+        server.route(f"/p{n}", slow)
+    f = fetcher(concurrency=1, per_host_concurrency=4, allow_private_addresses=True)
+    threads = [threading.Thread(target=f.fetch_page, args=(server.url(f"/p{n}"),)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(server.hits()) == 4 and server.max_in_flight == 1
+
+
+# ---------------------------------------------------------------------------- conditional GET and skips
+
+
+def test_second_poll_sends_validators_and_304_adds_nothing(server, pipeline):
+    body = rss([(f"g{n}", f"http://example.org/{n}", f"Story {n}", f"{TEXT} Number {n}.") for n in range(3)])
+    etag, modified = '"v1"', "Mon, 05 Jan 2026 10:00:00 GMT"
+
+    def feed(h):
+        if h.headers.get("If-None-Match") == etag:
+            h.reply(304, headers={"ETag": etag})
+        else:
+            h.reply(200, body, {"Content-Type": "application/rss+xml", "ETag": etag, "Last-Modified": modified})
+
+    server.route("/feed", feed)
+    p = pipeline([{"name": "feed", "url": server.url("/feed")}])
+    first = p.run().sources[0]
+    assert first.ok and first.items_new == 3
+    items_before = p.store.counts()
+    p.now = T0 + timedelta(hours=1)
+    second = p.run().sources[0]
+
+    first_req, second_req = server.hits("/feed")
+    assert "if-none-match" not in first_req.headers
+    assert second_req.headers["if-none-match"] == etag
+    assert second_req.headers["if-modified-since"] == modified
+    assert second.ok and second.not_modified and second.items_new == 0 and second.items_updated == 0
+    assert "parse" not in second.timings  # a 304 costs no parsing
+    assert p.store.counts() == items_before
+    state = p.state()
+    assert (state.etag, state.last_modified) == (etag, modified)  # validators kept for the next poll
+    assert state.last_success_at == T0 + timedelta(hours=1)
+    # and the third poll still sends them
+    p.run()
+    assert server.hits("/feed")[2].headers["if-none-match"] == etag
+
+
+def test_same_body_without_validators_is_not_parsed_again(server, pipeline):
+    server.respond("/feed", rss([("g", "http://example.org/g", "Story", TEXT)]),
+                   headers={"Content-Type": "application/rss+xml"})
+    p = pipeline([{"name": "feed", "url": server.url("/feed")}])
+    assert p.run().sources[0].items_new == 1
+    again = p.run().sources[0]
+    assert again.ok and again.not_modified and "parse" not in again.timings
+    assert len(server.hits("/feed")) == 2
+
+
+def test_ttl_is_a_lower_bound_even_on_304_polls(server, pipeline):
+    def feed(h):
+        if h.headers.get("If-None-Match") == '"t"':
+            h.reply(304)
+        else:
+            h.reply(200, rss([], ttl_minutes=120), {"Content-Type": "application/rss+xml", "ETag": '"t"'})
+
+    server.route("/feed", feed)
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "interval": 900}])
+    p.run()
+    assert p.state().next_poll_at == T0 + timedelta(minutes=120)
+    p.run()  # 304: no body to read the ttl from, the stored one still counts
+    assert p.state().next_poll_at == T0 + timedelta(minutes=120)
+
+
+def test_cache_control_max_age_is_a_lower_bound_capped_by_max_interval(server, pipeline):
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml", "Cache-Control": "public, max-age=86400"})
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "interval": 600}], fetch={"max_interval": 7200})
+    p.run()
+    assert p.state().next_poll_at == T0 + timedelta(seconds=7200)
+
+
+# ---------------------------------------------------------------------------- redirects and 410
+
+
+@pytest.mark.parametrize("status", [301, 308])
+def test_permanent_redirect_updates_effective_url_once(server, pipeline, caplog, status):
+    server.respond("/old", status=status, headers={"Location": "/new"})
+    server.respond("/new", rss([("g", "http://example.org/g", "Story", TEXT)]),
+                   headers={"Content-Type": "application/rss+xml"})
+    p = pipeline([{"name": "feed", "url": server.url("/old")}])
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        p.run()
+        p.run()
+        p.run()
+    state = p.state()
+    assert state.effective_url == server.url("/new")
+    assert state.url == server.url("/old")  # the config stays as written
+    assert len(server.hits("/old")) == 1 and len(server.hits("/new")) == 3  # later polls go to the new URL
+    moved = [r for r in caplog.records if "moved permanently" in r.getMessage()]
+    assert len(moved) == 1 and server.url("/new") in moved[0].getMessage()
+
+
+def test_temporary_redirect_keeps_the_url(server, pipeline):
+    server.respond("/feed", status=302, headers={"Location": "/today"})
+    server.respond("/today", rss([]), headers={"Content-Type": "application/rss+xml"})
+    p = pipeline([{"name": "feed", "url": server.url("/feed")}])
+    p.run()
+    p.run()
+    assert p.state().effective_url is None
+    assert len(server.hits("/feed")) == 2
+
+
+def test_redirect_bound(server):
+    server.respond("/loop", status=302, headers={"Location": "/loop"})
+    with pytest.raises(TooManyRedirects):
+        fetcher(max_redirects=3).fetch_feed(feed_source(server.url("/loop")), None)
+    assert len(server.hits("/loop")) == 4
+
+
+def test_gone_disables_until_the_config_url_changes(server, pipeline, tmp_path):
+    server.respond("/gone", status=410)
+    server.respond("/alive", rss([]), headers={"Content-Type": "application/rss+xml"})
+    p = pipeline([{"name": "feed", "url": server.url("/gone")}])
+    report = p.run().sources[0]
+    assert not report.ok and report.error_kind == "gone"
+    state = p.state()
+    assert "410 Gone" in state.disabled_reason and "until its url in the config changes" in state.disabled_reason
+    again = p.run().sources[0]
+    assert again.error_kind == "disabled" and "410" in again.error
+    assert len(server.hits("/gone")) == 1  # no request while disabled
+    # a new URL in the config re-enables it
+    q = pipeline([{"name": "feed", "url": server.url("/alive")}])
+    assert q.run().sources[0].ok
+    assert q.state().disabled_reason is None and len(server.hits("/alive")) == 1
+
+
+# ---------------------------------------------------------------------------- Retry-After and backoff
+
+
+def test_429_retry_after_seconds_pushes_next_poll(server, pipeline):
+    server.respond("/feed", status=429, headers={"Retry-After": "120"})
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "interval": 60}], fetch={"backoff_base": 10})
+    report = p.run().sources[0]
+    assert not report.ok and report.error_kind == "http_status" and "429" in report.error
+    state = p.state()
+    assert state.next_poll_at >= T0 + timedelta(seconds=120)
+    assert state.consecutive_errors == 1 and state.error_count == 1
+
+
+def test_503_retry_after_http_date_pushes_next_poll(server, pipeline):
+    when = datetime.now(timezone.utc) + timedelta(seconds=600)
+    server.respond("/feed", status=503, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "interval": 60}], fetch={"backoff_base": 10})
+    p.run()
+    assert p.state().next_poll_at >= T0 + timedelta(seconds=590)
+
+
+def test_retry_after_parsing():
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    assert _retry_after("120", now) == 120
+    assert _retry_after("Mon, 05 Jan 2026 12:02:00 GMT", now) == 120
+    assert _retry_after("Mon, 05 Jan 2026 11:00:00 GMT", now) == 0  # in the past
+    assert _retry_after("soon", now) is None and _retry_after(None, now) is None
+
+
+def test_errors_back_off_exponentially(server, pipeline):
+    server.respond("/feed", status=500)
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "interval": 60}],
+                 fetch={"backoff_base": 100, "backoff_max": 100000})
+    delays = []
+    for _ in range(4):
+        p.run()
+        delays.append((p.state().next_poll_at - T0).total_seconds())
+    # 100, 200, 400, 800 s, each within the +-20% jitter
+    for n, delay in enumerate(delays):
+        assert 0.8 * 100 * 2**n <= delay <= 1.2 * 100 * 2**n
+    assert p.state().consecutive_errors == 4
+
+
+def test_due_only_respects_next_poll_at_and_once_does_not(server, pipeline):
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "interval": 900}])
+    p.run()
+    p.now = T0 + timedelta(seconds=60)
+    assert p.run(due_only=True).sources == []  # not due for 900 s
+    assert len(server.hits("/feed")) == 1
+    p.run()  # --once: every source, due or not
+    assert len(server.hits("/feed")) == 2
+    p.now = T0 + timedelta(seconds=60 + 901)
+    assert len(p.run(due_only=True).sources) == 1
+    assert len(server.hits("/feed")) == 3
+
+
+# ---------------------------------------------------------------------------- limits
+
+
+def test_declared_length_over_cap_is_refused_before_reading(server):
+    server.route("/big", lambda h: (h.send_response(200), h.send_header("Content-Length", str(10**9)),
+                                    h.end_headers(), h.wfile.write(b"x" * 10)))
+    with pytest.raises(TooLarge, match="declares"):
+        fetcher(max_bytes=1 << 20).fetch_feed(feed_source(server.url("/big")), None)
+
+
+def test_endless_body_is_cut_at_max_bytes(server):
+    server.route("/endless", lambda h: h.stream(iter(lambda: b"x" * 65536, None)))
+    started = time.monotonic()
+    with pytest.raises(TooLarge, match="max_bytes=2000000"):
+        fetcher(max_bytes=2_000_000).fetch_feed(feed_source(server.url("/endless")), None)
+    assert time.monotonic() - started < 5
+
+
+def test_gzip_bomb_is_refused(server):
+    server.respond("/bomb", bomb(200 << 20), headers={"Content-Encoding": "gzip", "Content-Type": "application/rss+xml"})
+    with pytest.raises(TooLarge, match="after decompression"):
+        fetcher(max_bytes=1_000_000).fetch_feed(feed_source(server.url("/bomb")), None)
+
+
+_MEMORY_PROBE = textwrap.dedent("""
+    import json, resource, sys
+    from ingest.config import FetchConfig, SourceConfig
+    from ingest.errors import TooLarge
+    from ingest.fetch import Fetcher
+    fetcher = Fetcher(FetchConfig(max_bytes=int(sys.argv[2]), timeout=60, per_host_delay=0))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        fetcher.fetch_feed(SourceConfig(name="x", url=sys.argv[1]), None)
+        outcome = "fetched"
+    except TooLarge as exc:
+        outcome = str(exc)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kb": before, "peak_kb": peak, "outcome": outcome}))
+""")
+
+
+def probe_memory(url: str, max_bytes: int) -> dict:
+    """Fetch ``url`` in a fresh process; its peak RSS before and after (Linux: KiB)."""
+    done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, url, str(max_bytes)], capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units are KiB on Linux")
+def test_endless_and_bomb_bodies_stay_in_bounded_memory(server):
+    """An endless body and a 1 GB gzip bomb, max_bytes = 8 MB: the peak grows by about the cap, not the stream."""
+    cap = 8_000_000
+    server.route("/endless", lambda h: h.stream(iter(lambda: b"x" * 65536, None)))
+    server.respond("/bomb", bomb(1 << 30), headers={"Content-Encoding": "gzip"})
+
+    endless = probe_memory(server.url("/endless"), cap)
+    assert "larger than max_bytes" in endless["outcome"]
+    growth = (endless["peak_kb"] - endless["before_kb"]) * 1024
+    assert growth < 2 * cap + (16 << 20), endless
+
+    bombed = probe_memory(server.url("/bomb"), cap)
+    assert "after decompression" in bombed["outcome"]
+    growth = (bombed["peak_kb"] - bombed["before_kb"]) * 1024
+    assert growth < 2 * cap + (16 << 20) < (1 << 30) // 20, bombed
+
+
+def test_trickling_body_is_cut_by_the_total_deadline(server):
+    """One byte every 0.2 s never trips the 10 s read timeout; the 1.5 s deadline cuts it."""
+
+    def trickle(h):
+        # finite (6 s), so a broken deadline fails this test instead of hanging it
+        h.stream(((time.sleep(0.2), b"<")[1] for _ in range(30)), {"Content-Type": "application/rss+xml"})
+
+    server.route("/trickle", trickle)
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout, match="total deadline of 1.5s"):
+        fetcher(timeout=1.5, read_timeout=10).fetch_feed(feed_source(server.url("/trickle")), None)
+    assert time.monotonic() - started < 3
+
+
+def test_trickling_headers_are_cut_by_the_total_deadline(server):
+    def trickle_headers(h):
+        h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(30):
+            h.wfile.write(b"X-Slow: 1\r\n")
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    server.route("/slow-headers", trickle_headers)
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout, match="total deadline"):
+        fetcher(timeout=1.5, read_timeout=10).fetch_feed(feed_source(server.url("/slow-headers")), None)
+    assert time.monotonic() - started < 3
+
+
+def test_silent_server_trips_the_read_timeout():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection (kernel backlog), never answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchTimeout, match="read_timeout"):
+            fetcher(timeout=10, read_timeout=0.5).fetch_feed(
+                feed_source(f"http://127.0.0.1:{listener.getsockname()[1]}/"), None)
+        assert time.monotonic() - started < 3
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("mime", ["image/png", "video/mp4", "application/pdf", "font/woff2"])
+def test_content_types_that_cannot_be_feeds_are_refused(server, mime):
+    server.respond("/x", b"\x89PNG....", headers={"Content-Type": mime})
+    with pytest.raises(ContentTypeError, match=mime):
+        fetcher().fetch_feed(feed_source(server.url("/x")), None)
+
+
+@pytest.mark.parametrize("mime", ["text/html; charset=utf-8", "application/octet-stream", "text/plain", "application/json"])
+def test_content_types_that_may_be_feeds_are_accepted(server, mime):
+    server.respond("/x", rss([]), headers={"Content-Type": mime})
+    assert fetcher().fetch_feed(feed_source(server.url("/x")), None).body == rss([])
+
+
+# ---------------------------------------------------------------------------- errors as types
+
+
+def test_connection_refused_is_a_connect_error():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    with pytest.raises(ConnectError, match="refused"):
+        fetcher().fetch_feed(feed_source(f"http://127.0.0.1:{port}/"), None)
+
+
+def test_name_resolution_failure_is_a_dns_error():
+    """Mapped from urllib3's own exception: a real lookup would leave loopback (tests never do)."""
+    failure = NameResolutionError("no-such-host.invalid", None, socket.gaierror(-2, "Name or service not known"))
+    error = _classify(failure, "http://no-such-host.invalid/", FetchConfig())
+    assert isinstance(error, DNSError) and "no-such-host.invalid" in str(error)
+
+
+def test_tls_failure_is_a_tls_error(server):
+    server.respond("/", b"plain http")
+    with pytest.raises(TLSError):
+        fetcher(allow_private_addresses=True).fetch_page(f"https://127.0.0.1:{server.port}/")
+
+
+@pytest.mark.parametrize("status", [404, 500, 300])
+def test_http_errors_carry_the_status(server, status):
+    server.respond("/x", b"no", status=status)
+    with pytest.raises(HTTPStatusError) as caught:
+        fetcher().fetch_feed(feed_source(server.url("/x")), None)
+    assert caught.value.status == status and not isinstance(caught.value, Gone)
+
+
+def test_credentials_in_the_url_go_only_to_their_origin(server, other):
+    server.respond("/feed", status=302, headers={"Location": other.url("/elsewhere")})
+    other.respond("/elsewhere", rss([]), headers={"Content-Type": "application/rss+xml"})
+    url = server.url("/feed").replace("http://", "http://reader:s3cret@")
+    fetcher(allow_private_addresses=True).fetch_feed(feed_source(url), None)
+    assert server.hits("/feed")[0].headers["authorization"].startswith("Basic ")
+    assert "authorization" not in other.hits("/elsewhere")[0].headers
+
+
+# ---------------------------------------------------------------------------- SSRF guard (Fetcher)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.2:{port}/article",
+    "http://localhost:{port}/article",  # a name that resolves to loopback
+    "http://169.254.169.254/latest/meta-data/",  # cloud metadata: never connected to
+    "http://[::1]:{port}/article",
+    "http://[::ffff:127.0.0.2]:{port}/article",  # IPv4-mapped IPv6
+    "http://2130706434:{port}/article",  # 127.0.0.2 as one decimal number
+    "http://0.0.0.0:{port}/article",
+])
+def test_guard_blocks_non_public_addresses_before_connecting(other, url):
+    """End to end on loopback only: a regression must never send a test's request off this machine."""
+    with pytest.raises(BlockedAddress, match="non-public address"):
+        fetcher().fetch_page(url.format(port=other.port))
+    assert other.hits() == []
+
+
+@pytest.mark.parametrize("address", [
+    "169.254.169.254", "10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "224.0.0.1", "255.255.255.255",
+    "0.0.0.0", "fe80::1", "fc00::1", "ff02::1", "::", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2130706433",
+])
+def test_resolve_checked_refuses_every_non_public_class(address):
+    """The check the guarded connection runs before opening a socket (literals: no DNS query, no connection)."""
+    with pytest.raises(BlockedAddress, match="non-public address"):
+        resolve_checked(address, 80)
+
+
+def test_resolve_checked_returns_the_checked_address_for_a_public_literal():
+    assert resolve_checked("93.184.215.14", 443) == "93.184.215.14"  # resolved only: nothing is connected
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://127.0.0.1:70/", "ftp://example.org/x", "data:,hi"])
+def test_only_http_and_https_schemes(url):
+    with pytest.raises(BlockedAddress, match="refused scheme"):
+        fetcher(allow_private_addresses=True).fetch_page(url)
+
+
+def test_allow_private_addresses_lifts_the_guard(other):
+    other.respond("/article", b"<html><p>hello</p></html>", headers={"Content-Type": "text/html"})
+    assert fetcher(allow_private_addresses=True).fetch_page(other.url("/article")).status == 200
+    assert len(other.hits("/article")) == 1
+
+
+def test_config_feed_on_loopback_is_trusted_but_not_its_redirect_elsewhere(server, other):
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    server.respond("/moved-here", status=301, headers={"Location": "/feed"})  # same origin: trusted
+    server.respond("/moved-away", status=302, headers={"Location": other.url("/feed")})
+    other.respond("/feed", rss([]))
+    f = fetcher()
+    assert f.fetch_feed(feed_source(server.url("/feed")), None).status == 200
+    assert f.fetch_feed(feed_source(server.url("/moved-here")), None).status == 200
+    with pytest.raises(BlockedAddress):
+        f.fetch_feed(feed_source(server.url("/moved-away")), None)
+    assert other.hits() == []
+
+
+def test_guard_checks_every_hop_of_content_urls(server):
+    """A redirect from a (here: allowed) hop cannot lead a content URL to a private one: each hop is checked."""
+    server.respond("/article", status=302, headers={"Location": "file:///etc/passwd"})
+    with pytest.raises(BlockedAddress, match="refused scheme"):
+        fetcher(allow_private_addresses=True).fetch_page(server.url("/article"))
+
+
+def test_pooled_connection_to_a_trusted_feed_host_is_not_reused_for_content(server):
+    """The feed's keep-alive connection to loopback must not carry a guarded page request."""
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    server.respond("/article", b"<p>secret</p>", headers={"Content-Type": "text/html"})
+    f = fetcher()
+    f.fetch_feed(feed_source(server.url("/feed")), None)
+    with pytest.raises(BlockedAddress):
+        f.fetch_page(server.url("/article"))
+    assert server.hits("/article") == []
+
+
+# ---------------------------------------------------------------------------- SSRF guard (pipeline, full_text)
+
+
+def _linked_feed(server: Loopback, links: dict[str, str]) -> None:
+    items = [(guid, link, f"Story {guid}", f"{TEXT} ({guid})") for guid, link in links.items()]
+    server.respond("/feed", rss(items), headers={"Content-Type": "application/rss+xml"})
+
+
+def test_full_text_links_to_private_addresses_get_no_request_and_items_are_kept(server, other, pipeline):
+    other.respond("/secret", b"<html><body><p>internal admin page</p></body></html>", headers={"Content-Type": "text/html"})
+    links = {
+        "loopback2": other.url("/secret"),
+        "name": f"http://localhost:{other.port}/secret",  # a host name that resolves to loopback
+        "ipv6": f"http://[::1]:{other.port}/secret",
+        "file": "file:///etc/passwd",
+    }
+    _linked_feed(server, links)
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "full_text": True}])
+    report = p.run().sources[0]
+    assert report.ok and report.items_new == 4
+    assert other.hits() == []  # not one request reached the private server
+    items = {row["guid"]: p.store.item(row["id"]) for row in p.store.items()}
+    for guid, item in items.items():
+        assert item["input_kind"] != "page" and TEXT in item["text"], guid  # stored from the feed's content
+        assert "full text not fetched (blocked)" in item["notes"], guid
+
+
+def test_full_text_with_allow_private_addresses_fetches_the_page(server, other, pipeline):
+    page = "<html><body><article>" + "".join(f"<p>{TEXT} Paragraph {n}.</p>" for n in range(6)) + "</article></body></html>"
+    other.respond("/secret", page.encode(), headers={"Content-Type": "text/html"})
+    _linked_feed(server, {"loopback2": other.url("/secret")})
+    p = pipeline([{"name": "feed", "url": server.url("/feed"), "full_text": True}],
+                 fetch={"allow_private_addresses": True})
+    assert p.run().sources[0].items_new == 1
+    assert len(other.hits("/secret")) == 1
+    (row,) = p.store.items()
+    assert p.store.item(row["id"])["input_kind"] == "page"
+
+
+def test_blocked_page_note_is_shown_by_ingest_show(server, other, write_config, cli, tmp_path):
+    _linked_feed(server, {"a": other.url("/secret")})
+    config = write_config(f"""
+        [store]
+        url = "sqlite:///{tmp_path / 'cli.db'}"
+        [fetch]
+        per_host_delay = 0
+        [[sources]]
+        name = "feed"
+        url = "{server.url('/feed')}"
+        full_text = true
+    """)
+    assert cli("--once", "-c", str(config)).returncode == 0
+    shown = cli("show", "1", "--json", "-c", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "full text not fetched (blocked)" in json.loads(shown.stdout)["notes"]
+    assert other.hits() == []
+
+
+# ---------------------------------------------------------------------------- ingest sources
+
+
+def test_ingest_sources_json_shows_errors_and_success(server, write_config, cli, tmp_path):
+    state = {"fail": True}
+
+    def flaky(h):
+        if state["fail"]:
+            h.reply(500, b"boom")
+        else:
+            h.reply(200, rss([("g", "http://example.org/g", "Story", TEXT)]), {"Content-Type": "application/rss+xml"})
+
+    server.route("/flaky", flaky)
+    server.respond("/gone", status=410)
+    config = write_config(f"""
+        [store]
+        url = "sqlite:///{tmp_path / 'cli.db'}"
+        [fetch]
+        per_host_delay = 0
+        [[sources]]
+        name = "flaky"
+        url = "{server.url('/flaky')}"
+        [[sources]]
+        name = "gone"
+        url = "{server.url('/gone')}"
+    """)
+    for _ in range(2):
+        assert cli("--once", "-c", str(config)).returncode == 1  # every source failed
+    rows = {r["name"]: r for r in map(json.loads, cli("sources", "--json", "-c", str(config)).stdout.splitlines())}
+    flaky_row = rows["flaky"]
+    assert flaky_row["consecutive_errors"] == 2 and flaky_row["error_count"] == 2
+    assert "HTTP 500" in flaky_row["last_error"] and flaky_row["last_error_kind"] == "http_status"
+    assert flaky_row["last_success"] is None and flaky_row["next_poll"] is not None
+    assert flaky_row["url"] == flaky_row["effective_url"] == server.url("/flaky")
+    gone_row = rows["gone"]
+    assert gone_row["enabled"] is False and "410 Gone" in gone_row["disabled_reason"]
+    assert gone_row["error_count"] == 1  # disabled after one poll, not polled again
+
+    state["fail"] = False
+    done = cli("--once", "-c", str(config))
+    assert done.returncode == 0 and "disabled" in done.stderr
+    rows = {r["name"]: r for r in map(json.loads, cli("sources", "--json", "-c", str(config)).stdout.splitlines())}
+    assert rows["flaky"]["consecutive_errors"] == 0 and rows["flaky"]["error_count"] == 2
+    assert rows["flaky"]["last_error"] is None and rows["flaky"]["last_success"] is not None
+
+    table = cli("sources", "-c", str(config)).stdout
+    assert "DISABLED: fetch: HTTP 410 Gone" in table
+
+
+# ---------------------------------------------------------------------------- fetch state in the store
+
+
+def test_store_keeps_fetch_state_and_a_new_config_url_resets_it(store_url):
+    """record_poll / sync_sources on SQLite and PostgreSQL: validators, ttl, errors, disabling, reset."""
+    from ingest.models import PollRecord
+
+    source = SourceConfig(name="s", url="http://127.0.0.1:9/feed")
+    with Store.open(store_url) as store:
+        state = store.sync_sources([source])["s"]
+        store.record_poll(state.source_id, PollRecord(
+            at=T0, ok=True, next_poll_at=T0 + timedelta(hours=2), etag='"e"', last_modified="Mon, 05 Jan 2026",
+            body_hash="h" * 64, effective_url="http://127.0.0.1:9/new", ttl=7200.0, requests=2))
+        store.record_poll(state.source_id, PollRecord(
+            at=T0 + timedelta(hours=2), ok=False, next_poll_at=T0 + timedelta(hours=3), error="fetch: HTTP 410 Gone",
+            error_kind="gone", disabled_reason="fetch: HTTP 410 Gone", requests=1))
+        state = store.sync_sources([source])["s"]
+        assert (state.etag, state.body_hash, state.ttl) == ('"e"', "h" * 64, 7200.0)
+        assert state.effective_url == "http://127.0.0.1:9/new" and state.last_success_at == T0
+        assert (state.consecutive_errors, state.error_count, state.last_error_kind) == (1, 1, "gone")
+        assert state.disabled_reason == "fetch: HTTP 410 Gone"
+
+        moved = store.sync_sources([SourceConfig(name="s", url="http://127.0.0.1:9/other")])["s"]
+        assert moved.disabled_reason is None and moved.effective_url is None and moved.etag is None
+        assert moved.body_hash is None and moved.ttl is None and moved.next_poll_at is None
+        assert moved.consecutive_errors == 0 and moved.error_count == 1  # history kept

@@ -1,0 +1,80 @@
+"""polling.next_poll and polling.is_due: pure, with a fixed clock and a seeded rng."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ingest.config import FetchConfig
+from ingest.models import SourceState
+from ingest.polling import JITTER, is_due, next_poll
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+CFG = FetchConfig(backoff_base=60, backoff_max=3600, max_interval=7200)
+
+
+def delay(**kwargs) -> float:
+    kwargs.setdefault("rng", random.Random(7))
+    interval = kwargs.pop("interval", 900)
+    cfg = kwargs.pop("cfg", CFG)
+    return (next_poll(NOW, interval, cfg, **kwargs) - NOW).total_seconds()
+
+
+def test_success_waits_the_interval():
+    assert delay() == 900
+
+
+@pytest.mark.parametrize("hints, expected", [
+    ({"max_age": 1800}, 1800),  # the feed asks for less often: honoured
+    ({"ttl": 3600}, 3600),
+    ({"max_age": 1800, "ttl": 3600}, 3600),  # the larger hint wins
+    ({"max_age": 60}, 900),  # a hint never makes us poll more often than the interval
+    ({"ttl": 10 * 86400}, 7200),  # capped by max_interval
+    ({"max_age": 0}, 900),
+])
+def test_feed_hints_are_a_lower_bound_capped_by_max_interval(hints, expected):
+    assert delay(**hints) == expected
+
+
+def test_interval_above_max_interval_is_kept():
+    assert delay(interval=10000, ttl=50000) == 10000
+
+
+def test_backoff_doubles_per_error_within_jitter_and_is_capped():
+    for errors, base in [(1, 900), (2, 900), (4, 900), (5, 960), (6, 1920), (7, 3600), (30, 3600)]:
+        # never sooner than the interval (900); 60 * 2**(n-1) beyond it; capped at 3600
+        got = delay(consecutive_errors=errors)
+        assert base * (1 - JITTER) <= got <= min(base * (1 + JITTER), 3600), (errors, got)
+
+
+def test_backoff_jitter_spreads_sources_and_is_reproducible_with_a_seed():
+    delays = [delay(consecutive_errors=6, rng=random.Random(seed)) for seed in range(50)]
+    assert len(set(delays)) > 40  # spread out
+    assert min(delays) >= 1920 * 0.8 and max(delays) <= 1920 * 1.2
+    assert delay(consecutive_errors=6, rng=random.Random(3)) == delay(consecutive_errors=6, rng=random.Random(3))
+
+
+@pytest.mark.parametrize("errors", [1, 3, 20])
+def test_retry_after_is_a_floor_jitter_never_undercuts(errors):
+    for seed in range(30):
+        assert delay(consecutive_errors=errors, retry_after=3000, rng=random.Random(seed)) >= 3000
+
+
+def test_retry_after_above_backoff_max_is_still_honoured_up_to_the_larger_cap():
+    assert delay(consecutive_errors=1, retry_after=5000) == 5000  # above backoff_max=3600
+    assert delay(consecutive_errors=1, retry_after=10**9) == 7200  # a bogus year: max(backoff_max, max_interval)
+
+
+def test_retry_after_on_success_also_floors():
+    assert delay(retry_after=1200) == 1200
+
+
+def test_is_due():
+    state = SourceState(source_id=1, name="s", url="http://example.org/")
+    assert is_due(state, NOW)  # never polled
+    later = SourceState(source_id=1, name="s", url="u", next_poll_at=NOW + timedelta(seconds=1))
+    assert not is_due(later, NOW) and is_due(later, NOW + timedelta(seconds=1))
+    gone = SourceState(source_id=1, name="s", url="u", disabled_reason="fetch: HTTP 410 Gone")
+    assert not is_due(gone, NOW)
