@@ -153,25 +153,34 @@ def test_unrequested_encoding_and_truncated_gzip_are_errors(server):
         f.fetch_feed(feed_source(server.url("/cut")), None)
 
 
-def test_per_host_concurrency_and_spacing_hold_under_the_thread_pool(server, pipeline):
-    """Six sources on one host, six workers: never more than 2 in flight, starts >= 0.1 s apart."""
+def test_per_host_concurrency_holds_under_the_thread_pool(server, pipeline):
+    """Six sources on one host, six workers: never more than 2 requests in flight there."""
 
     def slow(h):
-        time.sleep(0.4)
+        time.sleep(0.6)
         h.reply(200, rss([]), {"Content-Type": "application/rss+xml"})
 
     sources = []
     for n in range(6):
         server.route(f"/f{n}", slow)
         sources.append({"name": f"s{n}", "url": server.url(f"/f{n}")})
-    p = pipeline(sources, fetch={"per_host_concurrency": 2, "per_host_delay": 0.1, "concurrency": 8},
-                 daemon={"workers": 6})
+    p = pipeline(sources, fetch={"per_host_concurrency": 2, "concurrency": 8}, daemon={"workers": 6})
     report = p.run()
     assert not report.failed
     assert len(server.hits()) == 6
     assert server.max_in_flight == 2  # 2, not 1: the limit allows parallelism and holds it
+
+
+def test_per_host_delay_spaces_requests_under_the_thread_pool(server, pipeline):
+    """Five sources on one host, five workers, per_host_delay 0.25 s: starts spread over >= 1 s."""
+    for n in range(5):
+        server.respond(f"/f{n}", rss([]), headers={"Content-Type": "application/rss+xml"})
+    p = pipeline([{"name": f"s{n}", "url": server.url(f"/f{n}")} for n in range(5)],
+                 fetch={"per_host_concurrency": 5, "per_host_delay": 0.25}, daemon={"workers": 5})
+    assert not p.run().failed
     starts = sorted(r.at for r in server.hits())
-    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.09
+    assert starts[-1] - starts[0] >= 4 * 0.25 * 0.9  # arrival times jitter a little; the span cannot shrink
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.25 / 2
 
 
 def test_total_concurrency_bound(server):
@@ -385,7 +394,7 @@ def test_endless_body_is_cut_at_max_bytes(server):
     started = time.monotonic()
     with pytest.raises(TooLarge, match="max_bytes=2000000"):
         fetcher(max_bytes=2_000_000).fetch_feed(feed_source(server.url("/endless")), None)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10
 
 
 def test_gzip_bomb_is_refused(server):
@@ -448,7 +457,7 @@ def test_trickling_body_is_cut_by_the_total_deadline(server):
     started = time.monotonic()
     with pytest.raises(FetchTimeout, match="total deadline of 1.5s"):
         fetcher(timeout=1.5, read_timeout=10).fetch_feed(feed_source(server.url("/trickle")), None)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # generous: the machine is shared
 
 
 def test_trickling_headers_are_cut_by_the_total_deadline(server):
@@ -463,7 +472,7 @@ def test_trickling_headers_are_cut_by_the_total_deadline(server):
     started = time.monotonic()
     with pytest.raises(FetchTimeout, match="total deadline"):
         fetcher(timeout=1.5, read_timeout=10).fetch_feed(feed_source(server.url("/slow-headers")), None)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # generous: the machine is shared
 
 
 def test_silent_server_trips_the_read_timeout():
@@ -475,7 +484,7 @@ def test_silent_server_trips_the_read_timeout():
         with pytest.raises(FetchTimeout, match="read_timeout"):
             fetcher(timeout=10, read_timeout=0.5).fetch_feed(
                 feed_source(f"http://127.0.0.1:{listener.getsockname()[1]}/"), None)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5  # generous: the machine is shared
     finally:
         listener.close()
 
