@@ -1,18 +1,29 @@
 """A real HTTP/1.1 server on a loopback address that records every request.
 
-Used by the fetch tests and by bench/fetch_limits.py. Routes are functions of the
+Used by the fetch tests and by bench/fetch_limits.py (with a memory probe that fetches
+in a fresh process and reports its peak RSS). Routes are functions of the
 request handler, so a test can answer with anything a hostile server would send:
 endless bodies, trickled bytes, gzip bombs, redirects, validators.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Iterable
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,11 @@ class Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     box: "Loopback"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client that hangs up (cap, deadline, refused redirect) is what these tests cause
+        super().handle_error(request, client_address)
 
 
 class _Server6(_Server):
@@ -138,8 +154,6 @@ class Loopback:
 
 def rss(items: Iterable[tuple[str, str, str, str]], ttl_minutes: int | None = None, title: str = "Loopback") -> bytes:
     """An RSS 2.0 document of ``(guid, link, title, text)`` items."""
-    from xml.sax.saxutils import escape
-
     body = [f"<rss version='2.0'><channel><title>{escape(title)}</title><link>http://example.org/</link>"]
     if ttl_minutes is not None:
         body.append(f"<ttl>{ttl_minutes}</ttl>")
@@ -150,3 +164,48 @@ def rss(items: Iterable[tuple[str, str, str, str]], ttl_minutes: int | None = No
         )
     body.append("</channel></rss>")
     return "".join(body).encode("utf-8")
+
+
+def bomb(decompressed: int, chunk: int = 1 << 20) -> bytes:
+    """A gzip body of ``decompressed`` zero bytes (about 1000:1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(chunk)
+    parts = [compressor.compress(zeros) for _ in range(decompressed // chunk)]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+_MEMORY_PROBE = textwrap.dedent("""
+    import json, sys, time
+    from ingest.config import FetchConfig, SourceConfig
+    from ingest.errors import FetchError
+    from ingest.fetch import Fetcher
+
+    def status_kb(key):
+        with open("/proc/self/status") as f:
+            return int(f.read().split(key + ":")[1].split()[0])
+
+    fetcher = Fetcher(FetchConfig(max_bytes=int(sys.argv[2]), timeout=60, per_host_delay=0))
+    before = status_kb("VmRSS")
+    # Reset the high-water mark: ru_maxrss would report the parent's RSS, inherited across fork+exec.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    started = time.monotonic()
+    try:
+        fetcher.fetch_feed(SourceConfig(name="x", url=sys.argv[1]), None)
+        outcome = "fetched"
+    except FetchError as exc:
+        outcome = str(exc)
+    print(json.dumps({"before_kb": before, "peak_kb": status_kb("VmHWM"), "outcome": outcome,
+                      "seconds": time.monotonic() - started}))
+""")
+
+
+def probe_memory(url: str, max_bytes: int) -> dict:
+    """Fetch ``url`` in a fresh process (config URL: trusted): RSS before, peak RSS during (Linux /proc, KiB)."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, url, str(max_bytes)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
