@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 STAGES = ("fetch", "parse", "extract", "dedup", "store")
 CONTESTANTS = ("ingest", "baseline", "limit")
+BEFORE_ROOT: list[Path] = [ROOT]
 SHINGLE = 3
 NUM_PERM = 128
 
@@ -257,9 +258,12 @@ def _ingest_config(directory: Path, manifest: list[dict[str, Any]], processes: i
 def run_contestant(name: str, work: Path, manifest_path: Path, manifest: list[dict[str, Any]],
                    processes: int | None, run: int, ingest_root: Path = ROOT) -> dict[str, Any]:
     """One measured run of one contestant."""
+    label = name
+    if name == "before":  # ingest from another checkout (--before), to measure a change
+        name, ingest_root = "ingest", BEFORE_ROOT[0]
     env = {**os.environ, "PYTHONPATH": str(ingest_root if name == "ingest" else ROOT)}
     if name == "ingest":
-        scratch = work / f"ingest-{run}"
+        scratch = work / f"{label}-{run}"
         scratch.mkdir()
         config = _ingest_config(scratch, manifest, processes)
         cmd = [sys.executable, "-m", "ingest", "--once", "--json", "--log-level", "error", "-c", str(config)]
@@ -332,6 +336,7 @@ def summarise(args: argparse.Namespace, corpus: Any, runs: dict[str, list[dict[s
                    "feed_bytes": corpus.feed_bytes, "page_bytes": corpus.page_bytes, "generated_s": round(generated, 2)},
         "repeats": args.repeats, "processes": args.processes,
         "ingest_commit": _commit(args.ingest_root),
+        "before_commit": _commit(args.before) if args.before else None,
         "contestants": {},
     }
     for name, results in runs.items():
@@ -345,7 +350,7 @@ def summarise(args: argparse.Namespace, corpus: Any, runs: dict[str, list[dict[s
             "peak_rss_mb": _stats([r["peak_rss_tree"] / 2**20 for r in results]),
             "peak_rss_max_process_mb": _stats([r["peak_rss_max_process"] / 2**20 for r in results]),
         }
-        if name == "ingest":
+        if name in ("ingest", "before"):
             totals = {s: statistics.median([r["output"].get("timings", {}).get(s, 0.0) for r in results]) for s in STAGES}
             whole = sum(totals.values()) or 1.0
             entry["stage_share"] = {s: round(v / whole, 3) for s, v in totals.items()}
@@ -356,7 +361,8 @@ def summarise(args: argparse.Namespace, corpus: Any, runs: dict[str, list[dict[s
         out["contestants"][name] = entry
     c = out["contestants"]
     if "ingest" in c:
-        for other, key in (("baseline", "ingest_over_baseline"), ("limit", "ingest_over_limit")):
+        for other, key in (("baseline", "ingest_over_baseline"), ("limit", "ingest_over_limit"),
+                           ("before", "ingest_over_before")):
             if other in c:
                 out[key] = _stats([
                     (a["items"] / a["wall"]) / (b["items"] / b["wall"]) for a, b in zip(runs["ingest"], runs[other])
@@ -382,15 +388,17 @@ def table(result: dict[str, Any]) -> str:
             f"| {name} | {ips['min']:.1f} / {ips['median']:.1f} / {ips['max']:.1f} | {c['sources_per_s']['median']:.2f} "
             f"| {c['wall_s']['median']:.2f} | {c['cpu_s']['median']:.1f} | {c['peak_rss_mb']['median']:.0f} |"
         )
-    for key, label in (("ingest_over_baseline", "ingest / baseline"), ("ingest_over_limit", "ingest / limit")):
+    for key, label in (("ingest_over_baseline", "ingest / baseline"), ("ingest_over_limit", "ingest / limit"),
+                       ("ingest_over_before", "ingest / before")):
         if key in result:
             r = result[key]
             lines.append(f"\n{label} (per interleaved run): min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}; "
                          f"ratio of medians {r['of_medians']:.2f}")
-    if "ingest" in result["contestants"] and "stage_share" in result["contestants"]["ingest"]:
-        share = result["contestants"]["ingest"]["stage_share"]
-        lines.append("\ningest stage share (thread time, median run): "
-                     + ", ".join(f"{s} {share[s] * 100:.0f}%" for s in STAGES))
+    for name in ("ingest", "before"):
+        if name in result["contestants"] and "stage_share" in result["contestants"][name]:
+            share = result["contestants"][name]["stage_share"]
+            lines.append(f"\n{name} stage share (thread time, median run): "
+                         + ", ".join(f"{s} {share[s] * 100:.0f}%" for s in STAGES))
     return "\n".join(lines)
 
 
@@ -415,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this contestant (repeatable)")
     parser.add_argument("--ingest-root", type=Path, default=ROOT,
                         help="checkout whose ingest package is measured (to compare before/after a change)")
+    parser.add_argument("--before", type=Path, default=None, metavar="CHECKOUT",
+                        help="also run ingest from this checkout, interleaved (contestant 'before')")
     parser.add_argument("--name", default=None, help="results file name (default: <sources>x<items>)")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -434,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args.seed = SEED if args.seed is None else args.seed
     args.contestants = args.contestants or list(CONTESTANTS)
+    if args.before:
+        BEFORE_ROOT[0] = args.before.resolve()
+        args.contestants.insert(1, "before")
     args.name = args.name or f"{args.sources}x{args.items}"
     result = bench(args)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,10 @@ def extract(entry: Entry, page: FetchResult | None, cfg: ExtractConfig, *, fragm
         if note:
             notes.append(f"{entry.content_kind}: {note}")
     if page is not None and page.body:
-        text, meta = _from_page(page)
+        # feed metadata wins over the page's: when the feed gave all of it, trafilatura's
+        # metadata search (half its time on 20-100 KB news pages, bench/run.py) is skipped
+        needs_meta = not (entry.title and entry.author and entry.published_at and entry.language)
+        text, meta = _from_page(page, needs_meta)
         text = _without_title(text, entry.title or str(meta.get("title") or ""))
         if len(text) < cfg.min_chars:
             notes.append(f"page extraction kept {len(text)} chars < min_chars={cfg.min_chars}: used feed text")
@@ -81,11 +84,11 @@ def extract(entry: Entry, page: FetchResult | None, cfg: ExtractConfig, *, fragm
     )
 
 
-def _from_page(page: FetchResult) -> tuple[str, dict[str, object]]:
+def _from_page(page: FetchResult, with_metadata: bool = True) -> tuple[str, dict[str, object]]:
     html = _decode(page.body, page.content_type)
     try:
         doc = trafilatura.bare_extraction(
-            html, url=page.final_url, with_metadata=True, include_comments=False, include_tables=False,
+            html, url=page.final_url, with_metadata=with_metadata, include_comments=False, include_tables=False,
         )
     except Exception:  # trafilatura raises assorted lxml/parsing errors on hostile pages
         doc = None
@@ -93,6 +96,8 @@ def _from_page(page: FetchResult) -> tuple[str, dict[str, object]]:
         return "", {}
     # trafilatura reports a language only when asked to detect one; the page's own
     # <html lang> is cheaper and what the publisher declared
+    if not with_metadata:
+        return _paragraphs_from_lines(doc.text or ""), {}
     language = doc.language or _html_lang(html)
     meta = {"title": doc.title, "author": doc.author, "date": doc.date, "language": language}
     return _paragraphs_from_lines(doc.text or ""), meta
