@@ -208,13 +208,14 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         if item.error is not None:
             item_errors.append(f"{item.entry.identity}: {item.error}")
             continue
-        entry, document, fp = item.entry, item.document, item.fp
+        entry, document, fp, paragraph_keys = item.entry, item.document, item.fp, item.paragraph_keys
         assert item.raw is not None and document is not None and fp is not None
         if learned is not prepared_with:
             # an earlier item of this source made paragraphs boilerplate after the
             # worker cleaned this one: clean it again, exactly as a serial run would
             with timer.stage("extract"):
                 document = clean(item.raw, rules, learned)
+                paragraph_keys = tuple(_paragraph_keys(document))
             with timer.stage("dedup"):
                 fp = dedup.fingerprint(document.text, deps.scheme)
         try:
@@ -228,7 +229,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
                     decide=partial(dedup.decide, document.text, document.title, cfg=cfg.dedup),
                     policy=partial(_canonical_key, policy=cfg.dedup.canonical),
                     max_candidates=cfg.dedup.max_candidates,
-                    paragraph_keys=_paragraph_keys(document),
+                    paragraph_keys=paragraph_keys,
                     learn=(cfg.extract.boilerplate_min_count, cfg.extract.boilerplate_window),
                     fetched_at=deps.clock(),
                     reclean=partial(_without_learned, scheme=deps.scheme),
@@ -325,6 +326,7 @@ class Prepared:
     document: Document | None = None  # cleaned with the learned keys the task was given
     fp: Fingerprint | None = None
     error: str | None = None
+    paragraph_keys: tuple[tuple[str, str], ...] = ()  # of ``document``, for learning boilerplate
     extract_seconds: float = 0.0  # extract + clean
     dedup_seconds: float = 0.0  # fingerprint
 
@@ -356,9 +358,10 @@ def prepare_entries(
         except IngestError as exc:
             out.append(Prepared(entry, error=str(exc)))
             continue
+        keys = tuple(_paragraph_keys(document))
         extracted = time.perf_counter()
         fp = dedup.fingerprint(document.text, scheme)
-        out.append(Prepared(entry, raw, document, fp, None, extracted - started, time.perf_counter() - extracted))
+        out.append(Prepared(entry, raw, document, fp, None, keys, extracted - started, time.perf_counter() - extracted))
     return out
 
 
