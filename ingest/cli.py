@@ -285,6 +285,7 @@ def cmd_sources(config: Config, args: argparse.Namespace) -> int:
             "enabled": source.enabled and not s.disabled_reason, "disabled_reason": s.disabled_reason,
             "last_success": _iso(s.last_success_at), "last_error": s.last_error, "last_error_kind": s.last_error_kind,
             "consecutive_errors": s.consecutive_errors, "error_count": s.error_count, "next_poll": _iso(s.next_poll_at),
+            "polls": s.poll_count, "requests": s.request_count,
         })
     if args.json:
         for r in rows:

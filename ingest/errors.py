@@ -41,6 +41,7 @@ class FetchError(IngestError):
 
     stage = "fetch"
     kind = "fetch"
+    requests = 1  # HTTP requests sent before the failure (redirect hops included); set by fetch
 
 
 class FetchTimeout(FetchError):

@@ -300,6 +300,14 @@ class Fetcher:
     # -- internals
 
     def _get(self, url: str, headers: dict[str, str], trusted_origin: str | None) -> FetchResult:
+        counter = [0]
+        try:
+            return self._follow(url, headers, trusted_origin, counter)
+        except FetchError as exc:
+            exc.requests = counter[0]
+            raise
+
+    def _follow(self, url: str, headers: dict[str, str], trusted_origin: str | None, counter: list[int]) -> FetchResult:
         fetched_at = datetime.now(timezone.utc)
         budget = self.cfg.timeout  # time spent waiting for a host slot does not count
         permanent: str | None = None
@@ -311,6 +319,7 @@ class Fetcher:
             guard = not self.cfg.allow_private_addresses and _origin(current) != trusted_origin
             hop_headers = {**headers, **_auth_header(current, url)}
             requests_sent += 1
+            counter[0] = requests_sent
             with self.limiter.slot(host_of(current)), self._in_flight:
                 started = time.monotonic()
                 try:
@@ -493,12 +502,15 @@ def _read_capped(response: urllib3.BaseHTTPResponse, encoding: str, max_bytes: i
 
 
 def _discard(response: urllib3.BaseHTTPResponse) -> None:
-    """Drop a redirect's or error's body: keep the connection only if the body is small."""
-    try:
-        leftover = response.read(_CHUNK + 1, decode_content=False)
-    except Exception:  # the body does not matter; the connection is simply not reused
-        leftover = b"x" * (_CHUNK + 1)
-    if len(leftover) > _CHUNK:
+    """Drop a redirect's or error's body: keep the connection only if the body is small and delimited."""
+    remaining = getattr(response, "length_remaining", None)
+    small = (remaining is not None and remaining <= _CHUNK) or getattr(response, "chunked", False)
+    if small:
+        try:
+            small = len(response.read(_CHUNK + 1, decode_content=False)) <= _CHUNK
+        except Exception:  # the body does not matter; the connection is simply not reused
+            small = False
+    if not small:  # a body that runs until the connection closes would hold us to the deadline
         response.close()
     response.release_conn()
 

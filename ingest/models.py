@@ -31,6 +31,8 @@ class SourceState:
     next_poll_at: datetime | None = None
     disabled_reason: str | None = None
     ttl: float | None = None  # the feed's last RSS <ttl>, seconds: a 304 keeps honouring it
+    poll_count: int = 0
+    request_count: int = 0  # HTTP requests sent for this source: feed, redirect hops, article pages
 
 
 @dataclass(frozen=True)

@@ -179,8 +179,8 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         except FetchError as exc:
             retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
             disabled = f"{exc} (since {deps.clock():%Y-%m-%d %H:%M} UTC)" if isinstance(exc, Gone) else None
-            _record_failure(source, state, deps, str(exc), exc.kind, retry_after, requests=1, disabled=disabled)
-            return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=1)
+            _record_failure(source, state, deps, str(exc), exc.kind, retry_after, requests=exc.requests, disabled=disabled)
+            return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=exc.requests)
 
     moved = _moved(result, state)
     # 304, or a server that ignores validators but sends the same bytes: nothing to parse

@@ -272,6 +272,7 @@ def test_permanent_redirect_updates_effective_url_once(server, pipeline, caplog,
     assert state.effective_url == server.url("/new")
     assert state.url == server.url("/old")  # the config stays as written
     assert len(server.hits("/old")) == 1 and len(server.hits("/new")) == 3  # later polls go to the new URL
+    assert (state.poll_count, state.request_count) == (3, 4)  # the redirect hop is counted
     moved = [r for r in caplog.records if "moved permanently" in r.getMessage()]
     assert len(moved) == 1 and server.url("/new") in moved[0].getMessage()
 
@@ -288,9 +289,9 @@ def test_temporary_redirect_keeps_the_url(server, pipeline):
 
 def test_redirect_bound(server):
     server.respond("/loop", status=302, headers={"Location": "/loop"})
-    with pytest.raises(TooManyRedirects):
+    with pytest.raises(TooManyRedirects) as caught:
         fetcher(max_redirects=3).fetch_feed(feed_source(server.url("/loop")), None)
-    assert len(server.hits("/loop")) == 4
+    assert len(server.hits("/loop")) == 4 == caught.value.requests  # every hop is counted on the error too
 
 
 def test_gone_disables_until_the_config_url_changes(server, pipeline, tmp_path):
@@ -682,6 +683,7 @@ def test_ingest_sources_json_shows_errors_and_success(server, write_config, cli,
     gone_row = rows["gone"]
     assert gone_row["enabled"] is False and "410 Gone" in gone_row["disabled_reason"]
     assert gone_row["error_count"] == 1  # disabled after one poll, not polled again
+    assert (flaky_row["polls"], flaky_row["requests"]) == (2, 2) and (gone_row["polls"], gone_row["requests"]) == (1, 1)
 
     state["fail"] = False
     done = cli("--once", "-c", str(config))
@@ -720,3 +722,20 @@ def test_store_keeps_fetch_state_and_a_new_config_url_resets_it(store_url):
         assert moved.disabled_reason is None and moved.effective_url is None and moved.etag is None
         assert moved.body_hash is None and moved.ttl is None and moved.next_poll_at is None
         assert moved.consecutive_errors == 0 and moved.error_count == 1  # history kept
+
+
+def test_redirect_without_a_delimited_body_does_not_wait_for_it(server):
+    """A 301 whose body runs until close (no length, not chunked, never closed) must not hold the request."""
+
+    def undelimited(h):
+        h.close_connection = True
+        h.wfile.write(b"HTTP/1.1 301 Moved\r\nLocation: /feed\r\n\r\n")
+        h.wfile.flush()
+        time.sleep(8)  # neither a body nor a close
+
+    server.route("/old", undelimited)
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    started = time.monotonic()
+    result = fetcher(timeout=6).fetch_feed(feed_source(server.url("/old")), None)
+    assert result.status == 200 and result.permanent_redirect == server.url("/feed")
+    assert time.monotonic() - started < 3

@@ -907,6 +907,7 @@ def _state(row: Any) -> SourceState:
         last_success_at=row.last_success_at, last_error=row.last_error, last_error_kind=row.last_error_kind,
         consecutive_errors=row.consecutive_errors or 0, error_count=row.error_count or 0,
         next_poll_at=row.next_poll_at, disabled_reason=row.disabled_reason, ttl=row.feed_ttl,
+        poll_count=row.poll_count or 0, request_count=row.request_count or 0,
     )
 
 
