@@ -588,6 +588,28 @@ def test_pooled_connection_to_a_trusted_feed_host_is_not_reused_for_content(serv
     assert server.hits("/article") == []
 
 
+def test_connects_to_the_address_it_checked_not_a_second_lookup(other, monkeypatch):
+    """DNS rebinding: the name answers 'public' once, then private. Only the checked answer is used.
+
+    The resolver is replaced (no DNS leaves this machine) and 127.0.0.2 plays the public
+    address; a second lookup would answer 127.0.0.3, where nothing listens.
+    """
+    import ingest.fetch as fetch_module
+
+    answers = iter(["127.0.0.2", "127.0.0.3", "127.0.0.3"])
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        return real_getaddrinfo(next(answers) if host == "rebind.test" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(fetch_module, "is_public_address", lambda address: address == "127.0.0.2")
+    other.respond("/a", b"<p>page</p>", headers={"Content-Type": "text/html"})
+    result = fetcher().fetch_page(f"http://rebind.test:{other.port}/a")
+    assert result.status == 200 and len(other.hits("/a")) == 1
+    assert other.hits("/a")[0].headers["host"] == f"rebind.test:{other.port}"  # the name is still the Host
+
+
 # ---------------------------------------------------------------------------- SSRF guard (pipeline, full_text)
 
 
