@@ -65,7 +65,7 @@ def run_pipeline(
     feeds.mkdir(exist_ok=True)
     lines = [f'[store]\nurl = "sqlite:///{workdir / "store.db"}"\n',
              # one worker: sources are processed in a fixed order, so runs are repeatable
-             "[fetch]\nconcurrency = 1\n", "[daemon]\nworkers = 1\n"]
+             "[fetch]\nconcurrency = 1\n", "[daemon]\nworkers = 1\nprocesses = 1\n"]
     if not clean:
         # the baseline without cleaning: no built-in rules, nothing learned
         lines.append("[extract]\nbuiltin_rules = false\nboilerplate_min_count = 1000000\n")
