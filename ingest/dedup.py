@@ -239,13 +239,29 @@ def similarity(a: Text, b: Text, cfg: DedupConfig) -> Similarity:
 
 
 def _passages(small: Text, large: Text) -> tuple[int, float]:
-    found = words = 0
+    """Body paragraphs of ``small`` found in ``large`` in the same order, and their share of its body words.
+
+    Order matters: a copy keeps the paragraphs in sequence, while two different pages
+    that happen to quote each other's opening (a "Recommended" block) share them
+    crosswise. The count is the longest run of found paragraphs whose best-matching
+    paragraphs in ``large`` come in increasing order.
+    """
     total = sum(small.passage_words)
+    found: list[tuple[int, int]] = []  # (position in large, words)
     for passage, length in zip(small.passages, small.passage_words):
         if len(passage & large.shingles) >= PASSAGE_SHARE * len(passage):
-            found += 1
-            words += length
-    return found, (words / total if total else 0.0)
+            overlaps = [len(passage & other) for other in large.passages]
+            position = max(range(len(overlaps)), key=overlaps.__getitem__) if overlaps else 0
+            found.append((position, length))
+    if not found:
+        return 0, 0.0
+    # longest strictly increasing subsequence of positions, weighted by words (n <= a few dozen)
+    best: list[tuple[int, int]] = []  # per found paragraph: (count, words) of the best run ending there
+    for i, (position, length) in enumerate(found):
+        run = max((best[j] for j in range(i) if found[j][0] < position), default=(0, 0))
+        best.append((run[0] + 1, run[1] + length))
+    count, words = max(best)
+    return count, (words / total if total else 0.0)
 
 
 def compare(a: frozenset[str], b: frozenset[str], cfg: DedupConfig) -> tuple[float, float, str]:

@@ -232,3 +232,37 @@ def test_longest_prefers_the_most_complete_text_then_earliest() -> None:
     full = member(2, T0 + timedelta(hours=1), T0 + timedelta(hours=1), length=3000)
     full_later = member(3, T0 + timedelta(hours=2), T0 + timedelta(hours=2), length=3000)
     assert min([teaser, full, full_later], key=lambda m: dedup.canonical_key(m, "longest")) is full
+
+
+# ---------------------------------------------------------------------------- the corpus, through the pipeline
+
+
+@pytest.fixture(scope="module")
+def corpus_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Scores of the real pipeline (ingest --once on a fresh store) and of the baselines."""
+    from bench.dedup_quality import baseline_minhash, baseline_title, baseline_url, noisy, run_pipeline, score
+
+    items = load()
+    out = {}
+    for name, variant in (("corpus", items), ("noisy", noisy(items))):
+        out[name] = score(variant, run_pipeline(variant, tmp_path_factory.mktemp(name)))
+        out[f"{name}/minhash_raw"] = score(variant, baseline_minhash(variant))
+    out["guid_url_only"] = score(items, baseline_url(items))
+    out["exact_title"] = score(items, baseline_title(items))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["corpus", "noisy"])
+def test_acceptance_targets_hold_on_the_corpus(corpus_scores: dict[str, dict], variant: str) -> None:
+    s = corpus_scores[variant]
+    assert s["no_paraphrase"]["f1"] >= 0.95, s["no_paraphrase"]
+    assert s["no_paraphrase"]["precision"] >= 0.99, s["no_paraphrase"]
+    assert s["hard_negatives"]["precision"] >= 0.99, s["hard_negatives"]
+    assert s["relations"]["teaser"]["recall"] >= 0.9, s["relations"]["teaser"]
+    assert s["relations"]["edited (all but teaser, paraphrase)"]["recall"] >= 0.9
+
+
+def test_every_baseline_is_visibly_behind(corpus_scores: dict[str, dict]) -> None:
+    ours = corpus_scores["corpus"]["no_paraphrase"]["f1"]
+    for baseline in ("corpus/minhash_raw", "noisy/minhash_raw", "guid_url_only", "exact_title"):
+        assert corpus_scores[baseline]["no_paraphrase"]["f1"] <= ours - 0.1, baseline
