@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="poll every source once and exit (for cron)")
     parser.add_argument("--json", action="store_true", help="with --once: print the summary as one JSON object")
     parser.add_argument("--source", action="append", metavar="NAME", help="with --once: only these sources")
+    parser.add_argument("--due", action="store_true",
+                        help="with --once: only sources whose next poll time has come (interval, ttl, backoff, Retry-After)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("items", parents=[common], help="list stored items")
@@ -136,7 +138,7 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
         fetcher = Fetcher(config.fetch)
         progress = Progress(total=len(enabled), stream=sys.stderr)
         try:
-            report = run_once(Deps(config, store, fetcher), sources, on_done=progress.update)
+            report = run_once(Deps(config, store, fetcher), sources, on_done=progress.update, due_only=args.due)
         finally:
             progress.close()
             fetcher.close()
@@ -157,7 +159,7 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
             f"{summary['duplicates']} duplicates collapsed, {summary['clusters']} clusters "
             f"in {report.elapsed:.1f}s"
         )
-    if enabled and len(report.failed) == len(enabled):
+    if report.sources and len(report.failed) == len(report.sources):
         return EXIT_FAILED
     return EXIT_OK
 

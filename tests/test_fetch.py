@@ -761,3 +761,31 @@ def test_redirect_without_a_delimited_body_does_not_wait_for_it(server):
     result = fetcher(timeout=6).fetch_feed(feed_source(server.url("/old")), None)
     assert result.status == 200 and result.permanent_redirect == server.url("/feed")
     assert time.monotonic() - started < 3
+
+
+def test_once_polls_everything_and_once_due_only_what_is_due(server, write_config, cli, tmp_path):
+    """`--once` is for cron and polls regardless; `--once --due` honours interval, backoff and Retry-After."""
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    server.respond("/busy", status=429, headers={"Retry-After": "3600"})
+    config = write_config(f"""
+        [store]
+        url = "sqlite:///{tmp_path / 'cli.db'}"
+        [fetch]
+        per_host_delay = 0
+        [[sources]]
+        name = "feed"
+        url = "{server.url('/feed')}"
+        interval = "15m"
+        [[sources]]
+        name = "busy"
+        url = "{server.url('/busy')}"
+        interval = "1s"
+    """)
+    first = cli("--once", "--due", "--json", "-c", str(config))  # never polled: both are due
+    assert first.returncode == 0 and json.loads(first.stdout)["sources"] == 2
+    second = cli("--once", "--due", "--json", "-c", str(config))
+    assert second.returncode == 0 and json.loads(second.stdout)["sources"] == 0
+    assert len(server.hits("/feed")) == 1 and len(server.hits("/busy")) == 1  # Retry-After: 3600 honoured
+    third = cli("--once", "--json", "-c", str(config))
+    assert third.returncode == 0 and json.loads(third.stdout)["sources"] == 2
+    assert len(server.hits("/feed")) == 2 and len(server.hits("/busy")) == 2
