@@ -11,13 +11,13 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ingest import __version__, dedup
 from ingest.config import Config, find_path, load
-from ingest.errors import ConfigError, IngestError, StoreError
+from ingest.errors import ConfigError, IngestError, SearchError, StoreError
 from ingest.logs import setup_logging
 from ingest.store import Store
 
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sources", parents=[common], help="sources and their fetch state")
     p.add_argument("--json", action="store_true", help="JSON Lines, one source each")
     p.add_argument("--export-opml", action="store_true", help="write the effective source list as OPML 2.0")
+    p.add_argument("-o", "--output", metavar="PATH", help="with --export-opml: write to PATH instead of stdout")
 
     p = sub.add_parser("boilerplate", parents=[common], help="paragraphs learned as boilerplate per source")
     p.add_argument("--source", metavar="NAME")
@@ -74,6 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", metavar="NAME", help="only these sources")
 
     sub.add_parser("resign", parents=[common], help="re-sign stored text with the current dedup settings, rebuild the index")
+
+    p = sub.add_parser("export", parents=[common], help="one entry per story (cluster) as Atom, JSON Feed, JSON Lines or CSV")
+    p.add_argument("--format", default="atom", choices=["atom", "jsonfeed", "jsonl", "csv"])
+    p.add_argument("--since", metavar="DATE", help="only clusters changed since DATE (ISO 8601) or for a duration (e.g. 2d)")
+    p.add_argument("--source", metavar="NAME", help="only clusters holding an item of this source")
+    p.add_argument("--limit", type=int, metavar="N", help="the N most recently changed clusters")
+    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+
+    p = sub.add_parser("search", parents=[common], help="full-text search over stored clean text and titles")
+    p.add_argument("query", help='words (all required), "a phrase", OR, -word')
+    p.add_argument("--all-copies", action="store_true", help="every matching item, not one per cluster")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one hit each")
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+
+    p = sub.add_parser("prune", parents=[common], help="drop items older than [store] retention")
+    p.add_argument("--dry-run", action="store_true", help="report what would be dropped, change nothing")
+
+    p = sub.add_parser("recluster", parents=[common], help="re-run dedup over the stored history; report merges and splits")
+    p.add_argument("--threshold", type=float, metavar="X",
+                   help="[dedup] threshold to use instead of the config's (raises containment to at least X too)")
+    p.add_argument("--containment", type=float, metavar="Y", help="[dedup] containment to use instead")
+    p.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return parser
 
 
@@ -100,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         _error(str(exc))
         return EXIT_FAILED
+    except SearchError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     except IngestError as exc:
         _error(str(exc))
         return EXIT_FAILED
@@ -275,7 +302,7 @@ def cmd_sources(config: Config, args: argparse.Namespace) -> int:
     if args.export_opml:
         from ingest.sourcelists import to_opml
 
-        sys.stdout.write(to_opml(list(config.sources)))
+        _write(to_opml(list(config.sources)), args.output)
         return EXIT_OK
     with open_store(config, check_scheme=False) as store:
         states = {s.name: s for s in store.sync_sources(config.sources).values()}
@@ -346,6 +373,101 @@ def cmd_resign(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(config: Config, args: argparse.Namespace) -> int:
+    from ingest.export import FeedInfo, render
+
+    since = _since(args.since)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    with open_store(config, check_scheme=False) as store:
+        if args.source and not store.has_source(args.source):
+            raise ConfigError(f"--source: no source named {args.source!r} in the store")
+        stories = store.stories(since=since, source=args.source, limit=args.limit)
+        info = FeedInfo(id=f"urn:uuid:{store.store_uid()}", title="ingest: deduplicated stories",
+                        updated=datetime.now(timezone.utc))
+    _write(render(stories, args.format, info), args.output)
+    log.info("exported %d stories as %s", len(stories), args.format)
+    return EXIT_OK
+
+
+def cmd_search(config: Config, args: argparse.Namespace) -> int:
+    with open_store(config, check_scheme=False) as store:
+        hits = store.search(args.query, all_copies=args.all_copies, limit=max(1, args.limit))
+    if args.json:
+        for h in hits:
+            _jsonl({**h.__dict__, "published_at": _iso(h.published_at)})
+        return EXIT_OK
+    _table(["id", "cluster", "copies", "score", "source", "title"],
+           [[h.item_id, h.cluster_id, h.cluster_size, f"{h.score:.3f}", h.source, h.title] for h in hits])
+    return EXIT_OK
+
+
+def cmd_prune(config: Config, args: argparse.Namespace) -> int:
+    from ingest.pipeline import canonical_policy
+
+    if config.store.retention is None:
+        raise ConfigError("prune: [store] retention is off; set it (e.g. retention = \"90d\") to prune")
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=config.store.retention)
+    with open_store(config, check_scheme=False) as store:
+        counts = store.prune(cutoff, canonical_policy(config.dedup.canonical), dry_run=args.dry_run)
+    verb = "would drop" if args.dry_run else "dropped"
+    print(
+        f"{verb} {counts['items']} items older than {_iso(cutoff)}: {counts['clusters_deleted']} clusters emptied, "
+        f"{counts['clusters_shrunk']} shrunk, {counts['canonicals_reelected']} canonicals re-elected; "
+        f"{counts['lsh_bands']} LSH band rows, {counts['removals']} removals, {counts['paragraphs']} paragraph rows"
+    )
+    return EXIT_OK
+
+
+def cmd_recluster(config: Config, args: argparse.Namespace) -> int:
+    import tempfile
+    from dataclasses import replace
+
+    from ingest import recluster
+    from ingest.pipeline import canonical_policy
+
+    cfg = config.dedup
+    if args.threshold is not None:
+        if not 0.05 <= args.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be between 0.05 and 1.0, got {args.threshold}")
+        # a full copy also passes the containment rule (0.8 by default), so raising the
+        # Jaccard bar alone would change nothing for copies of similar length
+        cfg = replace(cfg, threshold=args.threshold, containment=max(cfg.containment, args.threshold))
+    if args.containment is not None:
+        if not 0.3 <= args.containment <= 1.0:
+            raise ConfigError(f"--containment must be between 0.3 and 1.0, got {args.containment}")
+        cfg = replace(cfg, containment=args.containment)
+    policy = canonical_policy(cfg.canonical)
+    with open_store(config) as store:
+        history = store.history()
+        # the replay writes into a scratch SQLite store: the real one is only read
+        with tempfile.TemporaryDirectory(prefix="ingest-recluster-") as scratch_dir:
+            with Store.open(f"sqlite:///{scratch_dir}/replay.db") as scratch:
+                result = recluster.replay(history, scratch, cfg, policy)
+        old = {item.item_id: item.cluster_id for item in history}
+        diff = recluster.compare(old, result.labels)
+        applied = None
+        if not args.dry_run and (diff.merges or diff.splits):
+            applied = store.apply_clusters(
+                recluster.keep_ids(old, result.labels), recluster.groups_of(result.labels), result.decisions, policy,
+            )
+    report = {**diff.as_dict(), "threshold": cfg.threshold, "containment": cfg.containment, "dry_run": args.dry_run,
+              "applied": applied}
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    verb = "would" if args.dry_run else "did"
+    print(
+        f"{diff.items} items, threshold {cfg.threshold}, containment {cfg.containment}: {diff.clusters_before} clusters -> {diff.clusters_after}; "
+        f"{diff.merges} merges, {diff.splits} splits, {diff.items_moved} items moved, {diff.unchanged} clusters "
+        f"unchanged ({'dry run: nothing changed' if args.dry_run else 'applied' if applied else 'nothing to apply'})"
+    )
+    if applied:
+        print(f"{verb}: {applied['items_moved']} items reassigned, {applied['clusters_created']} clusters created, "
+              f"{applied['clusters_deleted']} deleted, {applied['canonicals_changed']} canonicals changed")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "once": cmd_once,
     "daemon": cmd_daemon,
@@ -356,6 +478,10 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "boilerplate": cmd_boilerplate,
     "resign": cmd_resign,
     "reprocess": cmd_reprocess,
+    "export": cmd_export,
+    "search": cmd_search,
+    "prune": cmd_prune,
+    "recluster": cmd_recluster,
 }
 
 
@@ -364,6 +490,37 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
 
 def _jsonl(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+
+def _write(text_: str, path: str | None) -> None:
+    """To stdout, or to ``path`` (written whole, then renamed, so a reader never sees half)."""
+    if not path:
+        sys.stdout.write(text_)
+        return
+    target = Path(path)
+    partial_ = target.with_name(target.name + ".part")
+    try:
+        partial_.write_text(text_, encoding="utf-8")
+        partial_.replace(target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _since(value: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 date or time (UTC unless it says), or a duration back from now."""
+    if not value:
+        return None
+    from ingest.config import parse_duration
+
+    try:
+        return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since: expected an ISO 8601 date (2025-09-16) or a duration (2d), got {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -122,3 +122,10 @@ class StoreLocked(StoreError):
     """Another daemon already holds this SQLite store."""
 
     kind = "locked"
+
+
+class SearchError(IngestError):
+    """A search query holds nothing to search for."""
+
+    stage = "search"
+    kind = "search"

@@ -204,3 +204,69 @@ class SourceReport:
     item_errors: tuple[str, ...] = ()
     requests: int = 0
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One member of a cluster other than its canonical item: who else published the story."""
+
+    item_id: int
+    source: str
+    url: str | None
+    title: str
+    published_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Story:
+    """One cluster as it is exported: its canonical item, clean text, and the other copies."""
+
+    cluster_id: int
+    uid: str  # stable across canonical changes: exported entry ids derive from it
+    created_at: datetime
+    updated_at: datetime  # when the cluster last changed (member added, canonical changed)
+    item_id: int
+    source: str
+    title: str
+    url: str | None
+    author: str | None
+    language: str | None
+    published_at: datetime | None
+    text: str
+    copies: tuple[Copy, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the matching item (or its cluster's canonical item) and where it matched."""
+
+    item_id: int
+    cluster_id: int
+    source: str
+    title: str
+    url: str | None
+    published_at: datetime | None
+    score: float  # higher is better; backend-specific scale (FTS5 bm25, PostgreSQL ts_rank)
+    snippet: str
+    cluster_size: int
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """Everything re-clustering needs to replay one stored item's dedup decision."""
+
+    item_id: int
+    source: str
+    priority: int
+    identity: str
+    url: str | None
+    canonical_url: str | None
+    title: str
+    author: str | None
+    language: str | None
+    published_at: datetime | None
+    fetched_at: datetime
+    input_kind: str
+    text: str
+    cluster_id: int
+    fingerprint: Fingerprint

@@ -437,6 +437,11 @@ def _canonical(url: str | None) -> str | None:
     return None
 
 
+def canonical_policy(name: str) -> Callable[[CanonicalMember], tuple]:
+    """The store's canonical-election key for a ``[dedup] canonical`` policy name."""
+    return partial(_canonical_key, policy=name)
+
+
 def _canonical_key(member: CanonicalMember, policy: str) -> tuple:
     return dedup.canonical_key(
         dedup.Member(member.item_id, member.published_at, member.fetched_at, member.priority, member.length), policy

@@ -6,6 +6,7 @@ The schema is versioned by an append-only list of migrations (``MIGRATIONS``); t
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -96,6 +97,9 @@ clusters = Table(
     Column("size", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # a stable name for the story: exported entry ids come from it, so they survive a
+    # change of canonical item and a re-clustering that keeps the cluster
+    Column("uid", String(36), nullable=False, unique=True, default=lambda: str(uuid.uuid4())),
 )
 
 items = Table(
@@ -197,8 +201,31 @@ boilerplate = Table(
 )
 
 
+# Full-text search over items' title and clean text. SQLite: an external-content FTS5
+# table (the text is stored once, in items) kept in step by triggers, so every write
+# path (commit_item, prune, re-clustering, resign) updates it without knowing of it.
+# PostgreSQL: a GIN index on the same expression that `Store.search` queries. The
+# 'simple' configuration and FTS5's unicode61 tokenizer both index words without
+# stemming, so the two backends find the same items for one query.
+SQLITE_FTS = [
+    "CREATE VIRTUAL TABLE items_fts USING fts5(title, text, content='items', content_rowid='id', "
+    "tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER items_fts_insert AFTER INSERT ON items BEGIN "
+    "INSERT INTO items_fts(rowid, title, text) VALUES (new.id, new.title, new.text); END",
+    "CREATE TRIGGER items_fts_delete AFTER DELETE ON items BEGIN "
+    "INSERT INTO items_fts(items_fts, rowid, title, text) VALUES ('delete', old.id, old.title, old.text); END",
+    "CREATE TRIGGER items_fts_update AFTER UPDATE OF title, text ON items BEGIN "
+    "INSERT INTO items_fts(items_fts, rowid, title, text) VALUES ('delete', old.id, old.title, old.text); "
+    "INSERT INTO items_fts(rowid, title, text) VALUES (new.id, new.title, new.text); END",
+]
+POSTGRES_TSVECTOR = "to_tsvector('simple'::regconfig, title || ' ' || text)"
+POSTGRES_FTS = [f"CREATE INDEX ix_items_fts ON items USING gin (({POSTGRES_TSVECTOR}))"]
+
+
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn)
+    for statement in SQLITE_FTS if conn.dialect.name == "sqlite" else POSTGRES_FTS:
+        conn.exec_driver_sql(statement)
 
 
 # Append-only: (version, description, function). Never edit a released entry; add one.

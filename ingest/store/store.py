@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -43,6 +44,7 @@ from ingest.config import SourceConfig
 from ingest.errors import SignatureMismatch, StoreError
 from ingest.models import (
     Candidate,
+    Copy,
     DedupDecision,
     Document,
     Entry,
@@ -50,7 +52,10 @@ from ingest.models import (
     ItemOutcome,
     PollRecord,
     Removal,
+    SearchHit,
     SourceState,
+    Story,
+    StoredItem,
 )
 from ingest.store import schema as t
 
@@ -763,10 +768,309 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    # ------------------------------------------------------------------ feeds out
+
+    def store_uid(self) -> str:
+        """A UUID naming this store, made on first use: the id of the feeds it exports."""
+        with self._begin() as conn:
+            row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "store_uid")).first()
+            if row is not None:
+                return row[0]
+            value = str(uuid.uuid4())
+            self._set_meta(conn, "store_uid", value)
+            return value
+
+    def stories(
+        self, *, since: datetime | None = None, source: str | None = None, limit: int | None = None,
+    ) -> list[Story]:
+        """Clusters as stories, most recently changed first: canonical item plus the other copies."""
+        canonical = t.items.alias("canonical")
+        query = (
+            select(
+                t.clusters.c.id, t.clusters.c.uid, t.clusters.c.created_at, t.clusters.c.updated_at,
+                canonical.c.id.label("item_id"), t.sources.c.name.label("source"), canonical.c.title, canonical.c.url,
+                canonical.c.author, canonical.c.language, canonical.c.published_at, canonical.c.text,
+            )
+            .join(canonical, canonical.c.id == t.clusters.c.canonical_item_id)
+            .join(t.sources, t.sources.c.id == canonical.c.source_id)
+            .order_by(t.clusters.c.updated_at.desc(), t.clusters.c.id.desc())
+        )
+        if since is not None:
+            query = query.where(t.clusters.c.updated_at >= since)
+        if source is not None:
+            member, member_source = t.items.alias("member"), t.sources.alias("member_source")
+            query = query.where(
+                select(member.c.id)
+                .join(member_source, member_source.c.id == member.c.source_id)
+                .where(and_(member.c.cluster_id == t.clusters.c.id, member_source.c.name == source))
+                .exists()
+            )
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            copies: dict[int, list[Copy]] = {}
+            ids = [r.id for r in rows]
+            for start in range(0, len(ids), _CHUNK):
+                for r in conn.execute(
+                    select(t.items.c.id, t.items.c.cluster_id, t.sources.c.name, t.items.c.url, t.items.c.title,
+                           t.items.c.published_at)
+                    .join(t.sources, t.sources.c.id == t.items.c.source_id)
+                    .join(t.clusters, t.clusters.c.id == t.items.c.cluster_id)
+                    .where(and_(t.items.c.cluster_id.in_(ids[start : start + _CHUNK]),
+                                t.items.c.id != t.clusters.c.canonical_item_id))
+                    .order_by(t.items.c.id)
+                ):
+                    copies.setdefault(r.cluster_id, []).append(Copy(r.id, r.name, r.url, r.title, r.published_at))
+        return [
+            Story(
+                cluster_id=r.id, uid=r.uid, created_at=r.created_at, updated_at=r.updated_at, item_id=r.item_id,
+                source=r.source, title=r.title, url=r.url, author=r.author, language=r.language,
+                published_at=r.published_at, text=r.text, copies=tuple(copies.get(r.id, ())),
+            )
+            for r in rows
+        ]
+
+    def has_source(self, name: str) -> bool:
+        """Whether a source of that name has ever been stored."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.sources.c.id).where(t.sources.c.name == name)).first() is not None
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query: str, *, all_copies: bool = False, limit: int = 20) -> list[SearchHit]:
+        """Full-text search over title and clean text, best first; one hit per cluster unless all_copies."""
+        per_cluster = "" if all_copies else "WHERE rn = 1"
+        if self.is_postgres:
+            vector = t.POSTGRES_TSVECTOR
+            sql = (
+                "SELECT item_id, cluster_id, score FROM ("
+                f" SELECT items.id AS item_id, items.cluster_id, ts_rank({vector}, q) AS score,"
+                f" row_number() OVER (PARTITION BY items.cluster_id ORDER BY ts_rank({vector}, q) DESC, items.id) AS rn"
+                f" FROM items, websearch_to_tsquery('simple'::regconfig, :q) AS q WHERE {vector} @@ q"
+                f") AS hits {per_cluster} ORDER BY score DESC, item_id LIMIT :limit"
+            )
+            params = {"q": query, "limit": limit}
+        else:
+            from ingest.search import fts5_query
+
+            # title hits weigh twice body hits (bm25 column weights); bm25 is lower-is-better
+            # FTS5's auxiliary functions cannot appear in a window: rank in a materialised CTE first
+            sql = (
+                "WITH matched AS MATERIALIZED ("
+                " SELECT items.id AS item_id, items.cluster_id, -bm25(items_fts, 2.0, 1.0) AS score,"
+                " snippet(items_fts, 1, '[', ']', '...', 16) AS snippet"
+                " FROM items_fts JOIN items ON items.id = items_fts.rowid WHERE items_fts MATCH :q"
+                "), ranked AS (SELECT *, row_number() OVER (PARTITION BY cluster_id ORDER BY score DESC, item_id) AS rn"
+                f" FROM matched) SELECT item_id, cluster_id, score, snippet FROM ranked {per_cluster}"
+                " ORDER BY score DESC, item_id LIMIT :limit"
+            )
+            params = {"q": fts5_query(query), "limit": limit}
+        try:
+            with self.engine.connect() as conn:
+                matches = conn.execute(text(sql), params).all()
+                snippets = {m.item_id: m.snippet for m in matches} if not self.is_postgres else {}
+                if self.is_postgres and matches:
+                    snippets = {
+                        r.id: r.snippet for r in conn.execute(
+                            text(
+                                "SELECT id, ts_headline('simple'::regconfig, text, websearch_to_tsquery('simple'::regconfig, :q),"
+                                " 'StartSel=[, StopSel=], MaxWords=24, MinWords=10') AS snippet FROM items"
+                                " WHERE id IN :ids"
+                            ).bindparams(bindparam("ids", expanding=True)),
+                            {"q": query, "ids": [m.item_id for m in matches]},
+                        )
+                    }
+                cluster_rows = {
+                    r.id: r for r in conn.execute(
+                        select(t.clusters.c.id, t.clusters.c.canonical_item_id, t.clusters.c.size)
+                        .where(t.clusters.c.id.in_({m.cluster_id for m in matches}))
+                    )
+                }
+                shown = {m.item_id: m.item_id if all_copies else cluster_rows[m.cluster_id].canonical_item_id
+                         for m in matches}
+                details = {
+                    r.id: r for r in conn.execute(
+                        select(t.items.c.id, t.sources.c.name, t.items.c.title, t.items.c.url, t.items.c.published_at)
+                        .join(t.sources, t.sources.c.id == t.items.c.source_id)
+                        .where(t.items.c.id.in_(set(shown.values())))
+                    )
+                }
+        except SQLAlchemyError as exc:
+            raise StoreError(f"search failed: {_short(exc)}") from exc
+        hits = []
+        for m in matches:
+            item = details[shown[m.item_id]]
+            hits.append(SearchHit(
+                item_id=item.id, cluster_id=m.cluster_id, source=item.name, title=item.title, url=item.url,
+                published_at=item.published_at, score=round(float(m.score), 6),
+                snippet=" ".join((snippets.get(m.item_id) or "").split()), cluster_size=cluster_rows[m.cluster_id].size,
+            ))
+        return hits
+
+    # ------------------------------------------------------------------ retention and re-clustering
+
+    def prune(
+        self, before: datetime, policy: Callable[[CanonicalMember], tuple], *, dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> dict[str, int]:
+        """Delete items published (else fetched) before ``before``, in one transaction.
+
+        Clusters left empty are deleted; a cluster that lost its canonical item elects
+        another under ``policy`` (recorded as a canonical change). The LSH bands,
+        removals and paragraph sightings of the deleted items go with them. With
+        ``dry_run`` everything is done and then rolled back, so the counts are exact.
+        """
+        now = now or _now()
+        when = func.coalesce(t.items.c.published_at, t.items.c.fetched_at)
+        counts = {"items": 0, "clusters_deleted": 0, "clusters_shrunk": 0, "canonicals_reelected": 0,
+                  "lsh_bands": 0, "removals": 0, "paragraphs": 0}
+        try:
+            with self._begin(immediate=True) as conn:
+                doomed = [r.id for r in conn.execute(select(t.items.c.id).where(when < before).order_by(t.items.c.id))]
+                counts["items"] = len(doomed)
+                touched = {
+                    r.id: r.canonical_item_id for r in conn.execute(
+                        select(t.clusters.c.id, t.clusters.c.canonical_item_id).where(
+                            t.clusters.c.id.in_(select(t.items.c.cluster_id).where(when < before))
+                        )
+                    )
+                }
+                doomed_set = set(doomed)
+                # the canonical pointer is a foreign key: release it before the item goes
+                lost = [cid for cid, canonical in touched.items() if canonical in doomed_set]
+                for start in range(0, len(lost), _CHUNK):
+                    conn.execute(update(t.clusters).where(t.clusters.c.id.in_(lost[start : start + _CHUNK]))
+                                 .values(canonical_item_id=None))
+                for start in range(0, len(doomed), _CHUNK):
+                    chunk = doomed[start : start + _CHUNK]
+                    # explicit rather than relying on ON DELETE CASCADE, so the counts can be reported
+                    for name, table in (("lsh_bands", t.lsh_bands), ("removals", t.removals),
+                                        ("paragraphs", t.paragraphs)):
+                        counts[name] += conn.execute(delete(table).where(table.c.item_id.in_(chunk))).rowcount
+                    conn.execute(delete(t.items).where(t.items.c.id.in_(chunk)))
+                for cluster_id in sorted(touched):
+                    size = conn.execute(
+                        select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
+                    ).scalar_one()
+                    if size == 0:
+                        conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == cluster_id))
+                        conn.execute(delete(t.clusters).where(t.clusters.c.id == cluster_id))
+                        counts["clusters_deleted"] += 1
+                        continue
+                    counts["clusters_shrunk"] += 1
+                    conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=size))
+                    if self._reelect(conn, cluster_id, touched[cluster_id], policy, now,
+                                     "the canonical item was pruned (retention)"):
+                        counts["canonicals_reelected"] += 1
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        return counts
+
+    def _reelect(
+        self, conn: Connection, cluster_id: int, previous: int | None, policy: Callable[[CanonicalMember], tuple],
+        now: datetime, reason: str,
+    ) -> bool:
+        """Elect a canonical among all members of a cluster whose canonical may have left; record a change."""
+        # with no current canonical, _elect_canonical looks at every member and records nothing
+        conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(canonical_item_id=None))
+        self._elect_canonical(conn, cluster_id, None, policy, now)
+        elected = conn.execute(select(t.clusters.c.canonical_item_id).where(t.clusters.c.id == cluster_id)).scalar_one()
+        if previous is None or elected == previous:  # a new cluster's first election is no change
+            return False
+        conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(updated_at=now))
+        conn.execute(
+            insert(t.canonical_changes).values(
+                cluster_id=cluster_id, old_item_id=previous, new_item_id=elected, changed_at=now, reason=reason,
+            )
+        )
+        return True
+
+    def history(self) -> list[StoredItem]:
+        """Every stored item with its fingerprint, in (published else fetched, id) order, for replaying dedup."""
+        when = func.coalesce(t.items.c.published_at, t.items.c.fetched_at)
+        with self.engine.connect() as conn:
+            bands: dict[int, list[int]] = {}
+            for r in conn.execute(select(t.lsh_bands.c.item_id, t.lsh_bands.c.key).order_by(t.lsh_bands.c.item_id)):
+                bands.setdefault(r.item_id, []).append(r.key)
+            rows = conn.execute(
+                select(t.items, t.sources.c.name.label("source"), t.sources.c.priority.label("priority"))
+                .join(t.sources, t.sources.c.id == t.items.c.source_id)
+                .order_by(when, t.items.c.id)
+            ).all()
+        return [
+            StoredItem(
+                item_id=r.id, source=r.source, priority=r.priority or 0, identity=r.identity, url=r.url,
+                canonical_url=r.canonical_url, title=r.title, author=r.author, language=r.language,
+                published_at=r.published_at, fetched_at=r.fetched_at, input_kind=r.input_kind, text=r.text,
+                cluster_id=r.cluster_id,
+                fingerprint=Fingerprint(r.content_hash, r.shingle_count, r.signature, tuple(sorted(bands.get(r.id, ())))),
+            )
+            for r in rows
+        ]
+
+    def apply_clusters(
+        self, assignment: dict[int, int | None], groups: dict[int, list[int]], decisions: dict[int, DedupDecision],
+        policy: Callable[[CanonicalMember], tuple], *, now: datetime | None = None,
+    ) -> dict[str, int]:
+        """Re-partition items in one transaction: ``groups`` maps a label to its item ids and
+        ``assignment`` a label to the existing cluster id it keeps (None: a new cluster).
+
+        Items get their new cluster and decision; each changed cluster gets its size and
+        a canonical re-elected under ``policy`` (changes recorded); clusters left empty go.
+        """
+        now = now or _now()
+        counts = {"items_moved": 0, "clusters_created": 0, "clusters_deleted": 0, "canonicals_changed": 0}
+        with self._begin(immediate=True) as conn:
+            old = {r.id: r.cluster_id for r in conn.execute(select(t.items.c.id, t.items.c.cluster_id))}
+            previous = {r.id: r.canonical_item_id for r in conn.execute(select(t.clusters.c.id, t.clusters.c.canonical_item_id))}
+            touched: set[int] = set()
+            for label in sorted(groups):
+                cluster_id = assignment.get(label)
+                if cluster_id is None:
+                    cluster_id = conn.execute(
+                        insert(t.clusters).values(size=0, created_at=now, updated_at=now).returning(t.clusters.c.id)
+                    ).scalar_one()
+                    counts["clusters_created"] += 1
+                for item_id in groups[label]:
+                    decision = decisions.get(item_id)
+                    values: dict[str, Any] = {"cluster_id": cluster_id}
+                    if decision is not None:
+                        values.update(
+                            decision_method=decision.method, decision_similarity=decision.similarity,
+                            decision_containment=decision.containment,
+                            decision_matched_item_id=decision.matched_item_id, decision_reason=decision.reason,
+                        )
+                    if old[item_id] != cluster_id:
+                        counts["items_moved"] += 1
+                        touched.update((old[item_id], cluster_id))
+                    conn.execute(update(t.items).where(t.items.c.id == item_id).values(**values))
+            for cluster_id in sorted(touched):
+                size = conn.execute(
+                    select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
+                ).scalar_one()
+                if size == 0:
+                    conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(canonical_item_id=None))
+                    conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == cluster_id))
+                    conn.execute(delete(t.clusters).where(t.clusters.c.id == cluster_id))
+                    counts["clusters_deleted"] += 1
+                    continue
+                conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=size, updated_at=now))
+                if self._reelect(conn, cluster_id, previous.get(cluster_id), policy, now,
+                                 "re-clustering changed the members"):
+                    counts["canonicals_changed"] += 1
+        return counts
+
     # ------------------------------------------------------------------ helpers
 
     def _begin(self, immediate: bool = False):  # type: ignore[no-untyped-def]
         return _Transaction(self.engine, immediate, self._writer if immediate else None)
+
+
+class _DryRun(Exception):
+    """Raised inside a transaction to roll it back after computing what it would do."""
 
 
 class _Transaction:
