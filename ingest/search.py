@@ -17,13 +17,20 @@ from ingest.errors import SearchError
 # a "quoted phrase" (closing quote optional), or a run of non-space characters
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 _WORD = re.compile(r"\w", re.UNICODE)
+# NUL ends an FTS5 string early ("unterminated string") and PostgreSQL text cannot hold it
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def plain_query(text: str) -> str:
+    """The query with control characters turned into spaces (what both backends are given)."""
+    return _CONTROL.sub(" ", text)
 
 
 def fts5_query(text: str) -> str:
     """An FTS5 MATCH expression for a web-search style query; raise SearchError when empty."""
     groups: list[list[str]] = [[]]  # OR of AND-groups
     excluded: list[str] = []
-    for match in _TOKEN.finditer(text):
+    for match in _TOKEN.finditer(plain_query(text)):
         negate, phrase, word = match.group(1), match.group(2), match.group(3)
         if word is not None:
             if word == "OR":

@@ -86,3 +86,39 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess]:
     return run_cli
+
+
+def write_demo_config(directory: Path, store_url: str, extra: str = "") -> Path:
+    """config/demo.toml with absolute fixture paths and another store, plus ``extra`` TOML."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    text = text.replace('url = "sqlite:///../demo.db"', f'url = "{store_url}"', 1)
+    text = text.replace('"../fixtures/', f'"{FIXTURES}/')
+    path = directory / "demo.toml"
+    path.write_text(text.replace("[store]\n", "[store]\n" + extra, 1) if extra else text, encoding="utf-8")
+    return path
+
+
+def ingest_once(config_path: Path):  # type: ignore[no-untyped-def]
+    """Load a config and poll every source once, in-process; returns the RunReport."""
+    from ingest import dedup
+    from ingest.config import load
+    from ingest.fetch import Fetcher
+    from ingest.pipeline import Deps, run_once
+    from ingest.store import Store
+
+    config = load(config_path)
+    with Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict()) as store:
+        fetcher = Fetcher(config.fetch)
+        try:
+            return run_once(Deps(config, store, fetcher))
+        finally:
+            fetcher.close()
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path, store_url: str) -> Path:
+    """The offline demo ingested once into a fresh store (SQLite, and PostgreSQL when configured)."""
+    path = write_demo_config(tmp_path, store_url)
+    report = ingest_once(path)
+    assert not report.failed, report.failed
+    return path

@@ -840,7 +840,11 @@ class Store:
 
     def search(self, query: str, *, all_copies: bool = False, limit: int = 20) -> list[SearchHit]:
         """Full-text search over title and clean text, best first; one hit per cluster unless all_copies."""
+        from ingest.search import fts5_query, plain_query
+
         per_cluster = "" if all_copies else "WHERE rn = 1"
+        query = plain_query(query)
+        match = fts5_query(query)  # raises SearchError on both backends when nothing is searchable
         if self.is_postgres:
             vector = t.POSTGRES_TSVECTOR
             sql = (
@@ -852,8 +856,6 @@ class Store:
             )
             params = {"q": query, "limit": limit}
         else:
-            from ingest.search import fts5_query
-
             # title hits weigh twice body hits (bm25 column weights); bm25 is lower-is-better
             # FTS5's auxiliary functions cannot appear in a window: rank in a materialised CTE first
             sql = (
@@ -865,7 +867,7 @@ class Store:
                 f" FROM matched) SELECT item_id, cluster_id, score, snippet FROM ranked {per_cluster}"
                 " ORDER BY score DESC, item_id LIMIT :limit"
             )
-            params = {"q": fts5_query(query), "limit": limit}
+            params = {"q": match, "limit": limit}
         try:
             with self.engine.connect() as conn:
                 matches = conn.execute(text(sql), params).all()
