@@ -25,7 +25,8 @@ from ingest.models import Entry, FetchResult, ParsedFeed
 # <!DOCTYPE name [internal subset]> or <!DOCTYPE name SYSTEM "..."> (one level of brackets)
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*(\[[^\]]*\])?[^>]*>", re.IGNORECASE)
 _ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
-_JSONFEED_VERSION = re.compile(r"^https://jsonfeed\.org/version/1(\.1)?/?$")
+# 1.0 feeds say ".../version/1" (the spec's string); ".../version/1.0" is seen in the wild too
+_JSONFEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.[01])?/?$")
 
 
 def parse(result: FetchResult) -> ParsedFeed:
@@ -160,7 +161,7 @@ def _make_entry(**fields: Any) -> Entry:
 
 def _looks_like_json(body: bytes) -> bool:
     head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"{")
+    return head.startswith((b"{", b"["))  # "[" too, so a JSON array is reported as JSON, not as bad XML
 
 
 def _parse_jsonfeed(body: bytes) -> ParsedFeed:

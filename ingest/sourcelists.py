@@ -19,6 +19,8 @@ from lxml import etree
 from ingest.config import SourceConfig, source_from_table
 from ingest.urls import canonical_url
 
+_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
+
 
 def load_files(
     patterns: Any, base: Path, defaults: dict[str, Any], problems: list[str]
@@ -92,9 +94,22 @@ def _from_toml(path: Path, defaults: dict[str, Any], problems: list[str]) -> lis
 def _from_opml(path: Path, defaults: dict[str, Any], problems: list[str]) -> list[SourceConfig]:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
-        root = etree.parse(str(path), parser).getroot()
-    except (OSError, etree.XMLSyntaxError) as exc:
-        problems.append(f"{path}: not valid OPML: {exc}")
+        body = path.read_bytes()
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc.strerror or exc}")
+        return []
+    # OPML needs no entities; declaring any is how an entity bomb or an external
+    # entity (a local file read) starts, so it is refused before lxml sees it.
+    if _ENTITY.search(body):
+        problems.append(f"{path}: not valid OPML: entity declarations (<!ENTITY) are refused")
+        return []
+    try:
+        root = etree.fromstring(body, parser, base_url=str(path))
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        problems.append(f"{path}: not valid OPML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return []
+    if root is None:
+        problems.append(f"{path}: not valid OPML: empty document")
         return []
     body = root.find("body")
     if root.tag != "opml" or body is None:
@@ -126,31 +141,43 @@ def _outlines(node: Any, category: tuple[str, ...]):
 
 
 def to_opml(sources: list[SourceConfig], title: str = "ingest sources") -> str:
-    """The sources as an OPML 2.0 document; a source's first tag becomes its folder."""
+    """The sources as an OPML 2.0 document; a source's tags become nested folders (read back as tags)."""
     now = datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    folders: dict[str, list[SourceConfig]] = {}
+    root = _Folder()
     for source in sources:
-        folders.setdefault(source.tags[0] if source.tags else "", []).append(source)
+        folder = root
+        for tag in source.tags:
+            folder = folder.folders.setdefault(tag, _Folder())
+        folder.sources.append(source)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<opml version="2.0">',
         f"  <head><title>{_xml_text(title)}</title><dateCreated>{now}</dateCreated></head>",
         "  <body>",
+        *_folder_lines(root, "    "),
+        "  </body>",
+        "</opml>",
+        "",
     ]
-    for folder, members in folders.items():
-        indent = "    "
-        if folder:
-            lines.append(f"    <outline text={quoteattr(folder)} title={quoteattr(folder)}>")
-            indent = "      "
-        for s in members:
-            lines.append(
-                f"{indent}<outline type=\"rss\" text={quoteattr(s.name)} title={quoteattr(s.name)} "
-                f"xmlUrl={quoteattr(s.url)}/>"
-            )
-        if folder:
-            lines.append("    </outline>")
-    lines += ["  </body>", "</opml>", ""]
     return "\n".join(lines)
+
+
+class _Folder:
+    def __init__(self) -> None:
+        self.folders: dict[str, _Folder] = {}
+        self.sources: list[SourceConfig] = []
+
+
+def _folder_lines(folder: _Folder, indent: str) -> list[str]:
+    lines = [
+        f"{indent}<outline type=\"rss\" text={quoteattr(s.name)} title={quoteattr(s.name)} xmlUrl={quoteattr(s.url)}/>"
+        for s in folder.sources
+    ]
+    for name, child in folder.folders.items():
+        lines.append(f"{indent}<outline text={quoteattr(name)} title={quoteattr(name)}>")
+        lines += _folder_lines(child, indent + "  ")
+        lines.append(f"{indent}</outline>")
+    return lines
 
 
 def _xml_text(text: str) -> str:

@@ -98,7 +98,7 @@ def write_demo_config(directory: Path, store_url: str, extra: str = "") -> Path:
     return path
 
 
-def ingest_once(config_path: Path):  # type: ignore[no-untyped-def]
+def ingest_once(config_path: Path):
     """Load a config and poll every source once, in-process; returns the RunReport."""
     from ingest import dedup
     from ingest.config import load
@@ -122,3 +122,40 @@ def demo_config(tmp_path: Path, store_url: str) -> Path:
     report = ingest_once(path)
     assert not report.failed, report.failed
     return path
+
+
+def store_snapshot(store) -> dict[str, list[tuple]]:
+    """Every row of every table that prune touches, to compare before and after."""
+    from sqlalchemy import select
+
+    from ingest.store import schema as t
+
+    with store.engine.connect() as conn:
+        return {
+            table.name: sorted(tuple(map(str, row)) for row in conn.execute(select(table)))
+            for table in (t.items, t.clusters, t.lsh_bands, t.removals, t.paragraphs, t.canonical_changes)
+        }
+
+
+def check_store_consistent(store) -> None:
+    """Every cluster has members, a size equal to their number, and a canonical among them; no orphans."""
+    from sqlalchemy import func, select
+
+    from ingest.store import schema as t
+
+    with store.engine.connect() as conn:
+        members: dict[int, set[int]] = {}
+        for row in conn.execute(select(t.items.c.id, t.items.c.cluster_id)):
+            members.setdefault(row.cluster_id, set()).add(row.id)
+        clusters = conn.execute(select(t.clusters)).all()
+        assert {c.id for c in clusters} == set(members)
+        for c in clusters:
+            assert c.size == len(members[c.id])
+            assert c.canonical_item_id in members[c.id]
+        item_ids = set().union(*members.values()) if members else set()
+        for table in (t.lsh_bands, t.removals, t.paragraphs):
+            assert {r.item_id for r in conn.execute(select(table.c.item_id))} <= item_ids
+        assert conn.execute(select(func.count()).select_from(t.lsh_bands)).scalar_one() > 0 or not item_ids
+        if store.engine.dialect.name == "sqlite":
+            # FTS5 checks its index against the content table (items): raises if a delete was missed
+            conn.exec_driver_sql("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")

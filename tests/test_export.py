@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from lxml import etree
 
-from conftest import FIXTURES, ingest_once, run_cli
+from .conftest import FIXTURES, ingest_once, run_cli
 from ingest.config import load
 from ingest.export import FeedInfo, content_html, to_atom, to_jsonfeed
 from ingest.models import Copy, Story

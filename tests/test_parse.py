@@ -8,7 +8,10 @@ checks: title0, content0 (substring), guid0, published0 (ISO 8601), kind0.
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,9 @@ import pytest
 from ingest.errors import ParseError
 from ingest.models import FetchResult
 from ingest.parse import parse
+from ingest.store import Store
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, ingest_once, run_cli
 
 CASES = sorted((FIXTURES / "feeds" / "parse").iterdir())
 _EXPECT = re.compile(rb"expect:\s*(.*?)\s*-->", re.S)
@@ -100,3 +104,144 @@ def test_entity_bomb_parses_fast():
     started = time.perf_counter()
     parse(_result((FIXTURES / "feeds" / "parse" / "entity-bomb.xml").read_bytes()))
     assert time.perf_counter() - started < 5  # an expanded bomb would take minutes and gigabytes
+
+
+# ---------------------------------------------------------------------------- JSON Feed 1.0/1.1
+# JSON Feed is detected by content and mapped to the same entries as RSS/Atom.
+
+PUBLISHED = datetime(2025, 9, 16, 18, 35, tzinfo=timezone.utc)
+PARAGRAPHS = [
+    "Orrin unveiled the Lumen 7 on Tuesday, betting on a battery it says lasts two full days.",
+    "The phone runs its assistant on the device, so questions never leave it, the company said at its launch.",
+    "Analysts said the pitch could win over buyers tired of charging every night, if the claims hold up in use.",
+]
+HTML = "".join(f"<p>{p}</p>" for p in PARAGRAPHS)
+
+
+def _jsonfeed(version: str = "1.1", **item: object) -> bytes:
+    entry = {
+        "id": "https://wire.example/lumen-7",
+        "url": "https://wire.example/lumen-7",
+        "title": "Orrin bets on a two-day battery",
+        "content_html": HTML,
+        "date_published": "2025-09-16T20:35:00+02:00",
+        "date_modified": "2025-09-16T21:00:00Z",
+        "tags": ["phones"],
+        "language": "en-GB",
+    }
+    if version == "1.1":
+        entry["authors"] = [{"name": "Ada Reporter"}]
+    else:
+        entry["author"] = {"name": "Ada Reporter"}
+    entry.update(item)
+    # the 1.0 spec's version string is ".../version/1"
+    doc = {"version": f"https://jsonfeed.org/version/{version.removesuffix('.0')}", "title": "Wire", "items": [entry]}
+    return json.dumps(doc).encode("utf-8")
+
+
+def _rss() -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Wire</title>'
+        "<link>https://wire.example/</link><description>d</description><item>"
+        "<title>Orrin bets on a two-day battery</title><link>https://wire.example/lumen-7</link>"
+        f"<guid>https://wire.example/lumen-7</guid><pubDate>{format_datetime(PUBLISHED)}</pubDate>"
+        f"<author>Ada Reporter</author><description><![CDATA[{HTML}]]></description></item></channel></rss>"
+    ).encode("utf-8")
+
+
+def _json_result(body: bytes, content_type: str | None = "application/feed+json") -> FetchResult:
+    return FetchResult(url="https://wire.example/feed.json", final_url="https://wire.example/feed.json", status=200,
+                       body=body, content_type=content_type)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_jsonfeed_maps_to_the_same_entry_fields_as_rss(version: str) -> None:
+    [json_entry] = parse(_json_result(_jsonfeed(version), content_type="text/plain")).entries  # detected by content
+    [rss_entry] = parse(_json_result(_rss(), content_type="application/rss+xml")).entries
+    for field in ("guid", "url", "title", "author", "published_at"):
+        assert getattr(json_entry, field) == getattr(rss_entry, field), field
+    assert json_entry.content_html == HTML and json_entry.content_kind == "content"
+    assert json_entry.updated_at == datetime(2025, 9, 16, 21, 0, tzinfo=timezone.utc)
+    assert json_entry.tags == ("phones",) and json_entry.language == "en-GB"
+
+
+def test_content_text_summary_numeric_ids_and_feed_level_authors() -> None:
+    doc = json.loads(_jsonfeed())
+    doc["authors"] = [{"name": "Desk"}]
+    doc["items"] = [
+        {"id": 42, "content_text": "First <para> & more.\n\nSecond para."},
+        {"id": "s", "summary": "Only a summary", "external_url": "https://other.example/x", "authors": [{"url": "https://a"}]},
+        {"id": "", "title": "no body"},
+        "not an object",
+    ]
+    feed = parse(_json_result(json.dumps(doc).encode()))
+    first, second, third = feed.entries
+    assert first.guid == "42" and first.author == "Desk"
+    assert first.content_html == "<p>First &lt;para&gt; &amp; more.</p><p>Second para.</p>"
+    assert second.content_kind == "summary" and second.url == "https://other.example/x"
+    assert third.guid is None and third.identity.startswith("hash:") and third.content_kind == "none"
+    assert feed.warnings == ("item 3 is not an object: skipped",)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": [', "parse: invalid JSON"),
+        (b'{"version": "https://example.org/not-a-feed", "items": []}', "not a JSON Feed"),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": {}}', "without an 'items' array"),
+        (b"[1, 2]", "not a JSON Feed"),
+        (b"{" * 100_000, "parse: invalid JSON"),
+    ],
+)
+def test_bad_json_is_a_one_line_parse_error(body: bytes, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(_json_result(body))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _config(tmp_path: Path, sources: dict[str, str]) -> Path:
+    lines = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n']
+    for name, url in sources.items():
+        lines.append(f'[[sources]]\nname = "{name}"\nurl = "{url}"\n')
+    path = tmp_path / "ingest.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _stored(tmp_path: Path) -> dict[str, dict]:
+    with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        return {item["source"]: item for item in store.items()}
+
+
+def test_a_jsonfeed_source_is_ingested_like_an_rss_one(tmp_path: Path, httpserver) -> None:  # type: ignore[no-untyped-def]
+    httpserver.expect_request("/feed.json").respond_with_data(_jsonfeed(), content_type="application/feed+json")
+    httpserver.expect_request("/feed.xml").respond_with_data(_rss(), content_type="application/rss+xml")
+    local = tmp_path / "local.json"
+    local.write_bytes(_jsonfeed("1.0"))
+    config = _config(tmp_path, {"json-http": httpserver.url_for("/feed.json"), "json-file": str(local),
+                                "rss-http": httpserver.url_for("/feed.xml")})
+    report = ingest_once(config)
+    assert not report.failed, report.failed
+    items = _stored(tmp_path)
+    rss = items["rss-http"]
+    for name in ("json-http", "json-file"):
+        item = items[name]
+        for field in ("guid", "url", "title", "author", "published_at", "text"):
+            assert item[field] == rss[field], (name, field)
+        assert item["published_at"] == PUBLISHED
+        assert item["text"] == "\n\n".join(PARAGRAPHS)
+    # three copies of one story: one cluster
+    assert len({item["cluster"] for item in items.values()}) == 1
+
+
+def test_a_malformed_jsonfeed_source_fails_alone_in_one_line(tmp_path: Path, httpserver) -> None:  # type: ignore[no-untyped-def]
+    httpserver.expect_request("/bad.json").respond_with_data(b'{"version": "https://jsonfeed.org/version/1.1", "items": [}',
+                                                             content_type="application/feed+json")
+    httpserver.expect_request("/good.json").respond_with_data(_jsonfeed(), content_type="application/feed+json")
+    config = _config(tmp_path, {"bad": httpserver.url_for("/bad.json"), "good": httpserver.url_for("/good.json")})
+    done = run_cli("--once", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ingest: source")]
+    assert errors == [errors[0]] and errors[0].startswith("ingest: source 'bad': parse: invalid JSON")
+    assert "Traceback" not in done.stderr
+    assert set(_stored(tmp_path)) == {"good"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from conftest import run_cli
+from .conftest import run_cli
 from ingest.config import load
 from ingest.errors import SearchError
 from ingest.search import fts5_query

@@ -1,0 +1,162 @@
+"""Source lists: `sources_files` (OPML 1.0/2.0, TOML), duplicates, `sources --export-opml` round trip."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+from ingest.config import load
+from ingest.errors import ConfigError
+from ingest.sourcelists import to_opml
+
+CONFIG = """\
+sources_files = {files}
+
+[store]
+url = "sqlite:///store.db"
+
+[[sources]]
+name = "wire"
+url = "https://wire.example/feed.xml"
+"""
+
+OPML = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<opml version="{version}">
+  <head><title>my subscriptions</title></head>
+  <body>
+    <outline text="Gadget Zone" type="rss" xmlUrl="https://gadgets.example/rss"/>
+    <outline text="News" title="News">
+      <outline text="World">
+        <outline title="World Times" text="ignored when title is there" type="rss" xmlUrl="https://worldtimes.example/feed"/>
+      </outline>
+    </outline>
+    <outline text="Wire again" type="rss" xmlUrl="https://WIRE.example/feed.xml?utm_source=opml"/>
+  </body>
+</opml>
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_opml_outlines_become_sources_nested_category_as_tags_repeat_kept_once(tmp_path: Path, version: str) -> None:
+    _write(tmp_path, "feeds.opml", OPML.format(version=version))
+    config = load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["feeds.opml"]')))
+    # the OPML yields 3 sources; one repeats the config's own source, so 1 + 2 remain
+    assert [s.name for s in config.sources] == ["wire", "Gadget Zone", "World Times"]
+    assert config.source("World Times").tags == ("News", "World")
+    assert config.source("World Times").url == "https://worldtimes.example/feed"
+    assert config.source("Gadget Zone").tags == ()
+    repeats = [w for w in config.warnings if "same URL" in w]
+    assert repeats == ["source 'Wire again': same URL as 'wire', kept once"]
+
+
+def test_globs_toml_files_and_defaults_apply(tmp_path: Path) -> None:
+    _write(tmp_path, "sources/a.toml", '[[sources]]\nname = "a"\nurl = "https://a.example/feed"\ntags = ["x"]\n')
+    _write(tmp_path, "sources/b.toml", '[[sources]]\nname = "b"\nurl = "local/b.xml"\n')
+    _write(tmp_path, "feeds.opml", OPML.format(version="2.0"))
+    text = CONFIG.format(files='["sources/*.toml", "feeds.opml"]') + '\n[defaults]\ninterval = "1h"\n'
+    config = load(_write(tmp_path, "ingest.toml", text))
+    assert [s.name for s in config.sources] == ["wire", "a", "b", "Gadget Zone", "World Times"]
+    assert config.source("b").url == str((tmp_path / "sources" / "local" / "b.xml").resolve())  # relative to its file
+    assert all(s.interval == 3600 for s in config.sources)
+
+
+def test_export_opml_then_reimport_round_trips(tmp_path: Path) -> None:
+    _write(tmp_path, "feeds.opml", OPML.format(version="2.0"))
+    _write(tmp_path, "more.toml", '[[sources]]\nname = "Tagged & <odd>"\nurl = "https://odd.example/?a=1&b=2"\n'
+                                  'tags = ["News", "Tech"]\n\n[[sources]]\nname = "file"\nurl = "feeds/local.xml"\n')
+    config_path = _write(tmp_path, "ingest.toml", CONFIG.format(files='["feeds.opml", "more.toml"]'))
+    original = load(config_path)
+    out = tmp_path / "export" / "sources.opml"
+    out.parent.mkdir()
+    done = run_cli("sources", "-c", str(config_path), "--export-opml", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    stdout = run_cli("sources", "-c", str(config_path), "--export-opml").stdout
+    assert stdout.split("<body>")[1] == out.read_text(encoding="utf-8").split("<body>")[1]
+
+    again = load(_write(tmp_path, "export/only.toml", 'sources_files = ["sources.opml"]\n'))
+    def key(s):  # noqa: E306
+        return (s.name, s.url, s.tags)
+    assert sorted(map(key, again.sources)) == sorted(map(key, original.sources))
+
+
+def test_malformed_opml_is_a_one_line_config_error_naming_the_file(tmp_path: Path) -> None:
+    _write(tmp_path, "broken.opml", '<?xml version="1.0"?>\n<opml version="2.0"><body>\n<outline text="a"\n</body>')
+    config_path = _write(tmp_path, "ingest.toml", CONFIG.format(files='["broken.opml"]'))
+    done = run_cli("sources", "-c", str(config_path), "--export-opml")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken.opml" in lines[0] and "not valid OPML" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ('<?xml version="1.0"?><rss version="2.0"><channel/></rss>', "not OPML"),
+        ("", "not valid OPML"),
+        ('<opml version="2.0"><body><outline text="x" xmlUrl="ftp://x.example/f"/></body></opml>', "only http"),
+    ],
+)
+def test_other_bad_source_files_are_reported(tmp_path: Path, body: str, reason: str) -> None:
+    _write(tmp_path, "list.opml", body)
+    with pytest.raises(ConfigError) as caught:
+        load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["list.opml"]')))
+    assert reason in str(caught.value) and "list.opml" in str(caught.value)
+
+
+def test_entity_bomb_and_external_entity_are_refused_quickly(tmp_path: Path) -> None:
+    secret = _write(tmp_path, "secret.txt", "TOP-SECRET")
+    levels = ['<!ENTITY l0 "lol">'] + [f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
+    bomb = (
+        '<?xml version="1.0"?>\n<!DOCTYPE opml [\n' + "\n".join(levels)
+        + f'\n<!ENTITY xxe SYSTEM "file://{secret}">\n]>\n'
+        '<opml version="2.0"><body><outline text="&l9;" xmlUrl="https://a.example/f"/>'
+        '<outline text="&xxe;" xmlUrl="https://b.example/f"/></body></opml>'
+    )
+    _write(tmp_path, "bomb.opml", bomb)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["bomb.opml"]')))
+    assert time.perf_counter() - started < 2
+    assert "bomb.opml" in str(caught.value) and "entity" in str(caught.value)
+    assert "TOP-SECRET" not in str(caught.value)
+
+
+def test_a_doctype_without_entities_is_harmless(tmp_path: Path) -> None:
+    _write(tmp_path, "feeds.opml", '<?xml version="1.0"?>\n<!DOCTYPE opml SYSTEM "file:///etc/passwd">\n'
+                                   + OPML.format(version="2.0").split("\n", 1)[1])
+    config = load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["feeds.opml"]')))
+    assert len(config.sources) == 3
+
+
+def test_missing_file_and_unmatched_glob(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["nope.opml"]')))
+    assert "nope.opml: file not found" in str(caught.value)
+    config = load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["lists/*.opml"]')))
+    assert config.warnings == ("sources_files: 'lists/*.opml' matches no file",)
+
+
+def test_to_opml_escapes_and_nests_tags() -> None:
+    from lxml import etree
+
+    from ingest.config import SourceConfig
+
+    name, url = """a "b" <c> & 'd'""", "https://x.example/?q=1&r=2"
+    root = etree.fromstring(to_opml([SourceConfig(name=name, url=url, tags=("A", "B"))]).encode("utf-8"))
+    assert root.get("version") == "2.0"
+    [feed] = root.findall("body/outline/outline/outline")
+    assert (feed.get("title"), feed.get("xmlUrl")) == (name, url)
+    assert [o.get("text") for o in feed.iterancestors("outline")] == ["B", "A"]
