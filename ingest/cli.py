@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recluster", parents=[common], help="re-run dedup over the stored history; report merges and splits")
     p.add_argument("--threshold", type=float, metavar="X",
-                   help="[dedup] threshold to use instead of the config's (raises containment to at least X too)")
+                   help="[dedup] threshold to use instead of the config's (raises containment and passage_share to at least X too)")
     p.add_argument("--containment", type=float, metavar="Y", help="[dedup] containment to use instead")
     p.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -430,9 +430,7 @@ def cmd_recluster(config: Config, args: argparse.Namespace) -> int:
     if args.threshold is not None:
         if not 0.05 <= args.threshold <= 1.0:
             raise ConfigError(f"--threshold must be between 0.05 and 1.0, got {args.threshold}")
-        # a full copy also passes the containment rule (0.8 by default), so raising the
-        # Jaccard bar alone would change nothing for copies of similar length
-        cfg = replace(cfg, threshold=args.threshold, containment=max(cfg.containment, args.threshold))
+        cfg = recluster.with_threshold(cfg, args.threshold)
     if args.containment is not None:
         if not 0.3 <= args.containment <= 1.0:
             raise ConfigError(f"--containment must be between 0.3 and 1.0, got {args.containment}")
@@ -451,14 +449,15 @@ def cmd_recluster(config: Config, args: argparse.Namespace) -> int:
             applied = store.apply_clusters(
                 recluster.keep_ids(old, result.labels), recluster.groups_of(result.labels), result.decisions, policy,
             )
-    report = {**diff.as_dict(), "threshold": cfg.threshold, "containment": cfg.containment, "dry_run": args.dry_run,
-              "applied": applied}
+    report = {**diff.as_dict(), "threshold": cfg.threshold, "containment": cfg.containment,
+              "passage_share": cfg.passage_share, "dry_run": args.dry_run, "applied": applied}
     if args.json:
         print(json.dumps(report))
         return EXIT_OK
     verb = "would" if args.dry_run else "did"
     print(
-        f"{diff.items} items, threshold {cfg.threshold}, containment {cfg.containment}: {diff.clusters_before} clusters -> {diff.clusters_after}; "
+        f"{diff.items} items, threshold {cfg.threshold}, containment {cfg.containment}, passage_share "
+        f"{cfg.passage_share}: {diff.clusters_before} clusters -> {diff.clusters_after}; "
         f"{diff.merges} merges, {diff.splits} splits, {diff.items_moved} items moved, {diff.unchanged} clusters "
         f"unchanged ({'dry run: nothing changed' if args.dry_run else 'applied' if applied else 'nothing to apply'})"
     )

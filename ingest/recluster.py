@@ -85,6 +85,19 @@ def replay(
     return Replay(labels, decisions)
 
 
+def with_threshold(cfg: DedupConfig, threshold: float) -> DedupConfig:
+    """``cfg`` with Jaccard ``threshold`` and every other merge bar raised to at least it.
+
+    A full copy also passes the containment rule and the shared-paragraphs rule, so
+    raising the Jaccard bar alone would keep copies of similar length together:
+    ``--threshold 0.99`` is meant as "merge only near-identical texts".
+    """
+    return replace(
+        cfg, threshold=threshold, containment=max(cfg.containment, threshold),
+        passage_share=max(cfg.passage_share, threshold),
+    )
+
+
 def compare(old: dict[int, int], new: dict[int, int]) -> PartitionDiff:
     """Merges, splits and moved items between two partitions (item -> cluster) of the same items."""
     old_groups, new_groups = _groups(old), _groups(new)
