@@ -394,11 +394,13 @@ class Fetcher:
                 if response is not None:
                     response.close()
                     response.release_conn()
+                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to rename
+                    raise
                 if deadline.expired and not isinstance(exc, (TooLarge, BlockedAddress, ContentTypeError)):
                     raise FetchTimeout(
                         f"total deadline of {cfg.timeout:g}s passed while fetching {redact_url(url)}"
                     ) from exc
-                if isinstance(exc, FetchError) or not isinstance(exc, Exception):
+                if isinstance(exc, FetchError):
                     raise
                 raise _classify(exc, url, cfg) from exc
 
