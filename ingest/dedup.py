@@ -59,6 +59,7 @@ PASSAGE_SHARE = 0.8  # a paragraph is found in the other text when this share of
 # this share of what it shares with the new text is in that cluster's canonical too
 # (a bridging text shares ~0 there: its two stories lie in different parts of it).
 ABSORB_OVERLAP = 0.5
+LEAD_BONUS = 0.1  # added to a match's score when both texts open with the same paragraph (a tie-breaker)
 
 # ---------------------------------------------------------------------------- text
 
@@ -215,6 +216,7 @@ class Similarity:
     passages: int  # body paragraphs of the text with fewer of them found in the other
     passage_share: float  # share of that text's body words in the paragraphs found
     method: str  # "minhash" | "containment" | "passages" | "" (no match)
+    same_lead: bool = False  # both open with the same body paragraph (a copy; a digest quotes it mid-text)
 
 
 def similarity(a: Text, b: Text, cfg: DedupConfig) -> Similarity:
@@ -235,7 +237,12 @@ def similarity(a: Text, b: Text, cfg: DedupConfig) -> Similarity:
         elif (cfg.min_passages and passages >= min(cfg.min_passages, len(a.passages), len(b.passages))
               and passages and share >= cfg.passage_share):
             method = "passages"
-    return Similarity(jaccard, containment, passages, share, method)
+    same_lead = bool(a.passages and b.passages) and _found(a.passages[0], b.passages[0]) and _found(b.passages[0], a.passages[0])
+    return Similarity(jaccard, containment, passages, share, method, same_lead)
+
+
+def _found(passage: frozenset[str], other: frozenset[str]) -> bool:
+    return len(passage & other) >= PASSAGE_SHARE * len(passage)
 
 
 def _passages(small: Text, large: Text) -> tuple[int, float]:
@@ -348,11 +355,12 @@ def _absorbable(
 
     Arrival order decides which copy starts a cluster: a teaser that came before any
     copy it matches stays alone when later copies match each other better. Such a lone
-    item joins too, but only when at least ABSORB_OVERLAP of what it shares with the
-    new text is also in the chosen cluster's canonical item (or it matches that item
-    outright): a new text that bridges two stories shares one story with the cluster
-    and the other with the lone item, so it cannot carry one into the other. The
-    store moves the item only if its cluster still has one item.
+    item joins too, but only when it is itself a copy or teaser of the new text (not
+    a digest that merely quotes it) and at least ABSORB_OVERLAP of what it shares
+    with the new text is also in the chosen cluster's canonical item (or it matches
+    that item outright): a new text that bridges two stories shares one story with the
+    cluster and the other with the lone item, so it cannot carry one into the other.
+    The store moves the item only if its cluster still has one item.
     """
     if canonical is None:
         return ()
@@ -364,9 +372,21 @@ def _absorbable(
             continue
         lone = prepare(top.candidate.text, cfg.shingle_size)
         shared = lone.shingles & new.shingles
+        if not _covered(lone, new, shared, cfg):
+            continue  # the new text is part of the lone one (a digest quoting it), not a copy of it
         if len(shared & target.shingles) >= ABSORB_OVERLAP * len(shared) or similarity(lone, target, cfg).method:
             out.append(cluster_id)
     return tuple(sorted(out))
+
+
+def _covered(lone: Text, new: Text, shared: frozenset[str], cfg: DedupConfig) -> bool:
+    """Is ``lone`` itself a copy or teaser of ``new`` (and not ``new`` a piece of it)?"""
+    # containment of the lone text itself, not Jaccard: a short digest and a teaser it
+    # quotes can reach the Jaccard threshold while most of the digest is elsewhere
+    if len(shared) >= cfg.containment * len(lone.shingles):
+        return True
+    found, share = _passages(lone, new)
+    return bool(cfg.min_passages) and found >= min(cfg.min_passages, len(lone.passages)) > 0 and share >= cfg.passage_share
 
 
 def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision | None:
@@ -386,8 +406,11 @@ def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg
 
 def _score(match: Match) -> float:
     # Jaccard ranks copies; a contained teaser or shared paragraphs rank by their share
-    # scaled onto that range.
-    return max(match.sim.jaccard, match.sim.containment * 0.5, match.sim.passage_share * 0.5 if match.method else 0.0)
+    # scaled onto that range. Sharing the opening paragraph counts extra: a teaser is
+    # contained as much in a digest quoting it (and a digest is short, so its Jaccard is
+    # higher) as in its own full text, but only the full text opens with it.
+    base = max(match.sim.jaccard, match.sim.containment * 0.5, match.sim.passage_share * 0.5 if match.method else 0.0)
+    return base + (LEAD_BONUS if match.sim.same_lead else 0.0)
 
 
 def _supports(canonical: Similarity, cfg: DedupConfig) -> bool:

@@ -266,3 +266,18 @@ def test_every_baseline_is_visibly_behind(corpus_scores: dict[str, dict]) -> Non
     ours = corpus_scores["corpus"]["no_paraphrase"]["f1"]
     for baseline in ("corpus/minhash_raw", "noisy/minhash_raw", "guid_url_only", "exact_title"):
         assert corpus_scores[baseline]["no_paraphrase"]["f1"] <= ours - 0.1, baseline
+
+
+BRIEFING = ITEMS["c-floods-tavera-2025--morning-briefing/newsletter"]  # quotes the openings of two stories
+
+
+def test_a_teaser_joins_its_full_story_not_a_digest_that_quotes_it() -> None:
+    digest = dedup.similarity(dedup.prepare(FLOOD_TEASER.text, 3), dedup.prepare(BRIEFING.text, 3), CFG)
+    full = dedup.similarity(dedup.prepare(FLOOD_TEASER.text, 3), dedup.prepare(FLOOD.text, 3), CFG)
+    assert digest.method and digest.jaccard > full.jaccard  # the digest looks at least as close ...
+    assert full.same_lead and not digest.same_lead  # ... but only the full story opens with the teaser
+    for order in ([candidate(1, 1, FLOOD.text), candidate(5, 5, BRIEFING.text)],
+                  [candidate(5, 5, BRIEFING.text), candidate(9, 9, FLOOD.text)]):
+        decision = dedup.decide(FLOOD_TEASER.text, FLOOD_TEASER.title, order, CFG)
+        assert decision.cluster_id == order[0].cluster_id if order[0].text == FLOOD.text else decision.cluster_id == 9
+        assert decision.absorb == ()  # the lone digest is not a copy of the teaser: it stays apart
