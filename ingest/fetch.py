@@ -1,7 +1,9 @@
 """Fetch feeds and article pages: a polite, bounded, SSRF-guarded HTTP client.
 
 ``Fetcher.fetch_feed(source, state)`` and ``Fetcher.fetch_page(url)`` return a
-``FetchResult`` or raise a ``FetchError`` subclass. Everything that bounds a request
+``FetchResult`` or raise a ``FetchError`` subclass. The client is a requests session
+whose transport adapter uses our own urllib3 connection classes (the guard and the
+watchdog live there); redirects are followed here, hop by hop. Everything that bounds a request
 lives here: a connect timeout, a read (idle) timeout, a total deadline that a watchdog
 enforces by shutting the socket down (a server trickling one byte a second never trips
 a read timeout), a body cap on the bytes received and on the bytes after
@@ -34,8 +36,9 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-import certifi
+import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -223,6 +226,27 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
+class _Session(requests.Session):
+    """A requests session that leaves redirects to ``Fetcher._follow``.
+
+    Redirects are followed hop by hop there, each hop under the guard, the deadline
+    and the host limits. requests would otherwise read every redirect's body just to
+    prepare ``Response.next``, and a body that runs until the connection closes would
+    hold the request until its deadline.
+    """
+
+    def resolve_redirects(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        return iter(())
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' transport adapter with connection pools whose connections carry the guard."""
+
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
 # ---------------------------------------------------------------------------- politeness
 
 
@@ -269,15 +293,17 @@ class Fetcher:
         self.cfg = cfg
         self.limiter = HostLimiter(cfg.per_host_concurrency, cfg.per_host_delay)
         self._in_flight = threading.BoundedSemaphore(cfg.concurrency)
-        # No proxy from the environment: the guard must check the target, not a proxy.
-        self.pool = urllib3.PoolManager(
-            num_pools=64, maxsize=cfg.per_host_concurrency, block=False, retries=False,
-            cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
-        )
-        self.pool.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        self.session = _Session()
+        # No proxy or .netrc from the environment: the guard must check the target, not a
+        # proxy; and no default headers: every request states its own.
+        self.session.trust_env = False
+        self.session.headers.clear()
+        adapter = _GuardedAdapter(pool_connections=64, pool_maxsize=cfg.per_host_concurrency, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def close(self) -> None:
-        self.pool.clear()
+        self.session.close()
 
     # -- public
 
@@ -370,15 +396,16 @@ class Fetcher:
         cfg = self.cfg
         if budget <= 0:
             raise FetchTimeout(f"total deadline of {cfg.timeout:g}s passed before {redact_url(url)}")
-        timeout = urllib3.Timeout(connect=min(cfg.connect_timeout, budget), read=min(cfg.read_timeout, budget))
+        timeout = (min(cfg.connect_timeout, budget), min(cfg.read_timeout, budget))
         headers = {"User-Agent": cfg.user_agent, "Accept-Encoding": ACCEPT_ENCODING, **headers}
         with _Deadline(budget) as deadline, _context(_RequestContext(guard, deadline)):
             response = None
             try:
-                response = self.pool.urlopen(
-                    "GET", url, headers=headers, redirect=False, retries=False, preload_content=False,
-                    decode_content=False, timeout=timeout,
-                )
+                # stream=True: requests hands over the undecoded urllib3 response (``raw``),
+                # which is read and decompressed below in bounded steps
+                response = self.session.get(
+                    url, headers=headers, allow_redirects=False, stream=True, timeout=timeout
+                ).raw
                 lowered = {k.lower(): v for k, v in response.headers.items()}
                 if not 200 <= response.status < 300:
                     _discard(response)
@@ -596,7 +623,7 @@ def _classify(exc: Exception, url: str, cfg: FetchConfig) -> FetchError:
         return ConnectError(f"connection refused by {where}")
     if has(NewConnectionError):
         return ConnectError(f"cannot connect to {where}: {_root_cause(exc)}")
-    if has(LocationValueError):
+    if has(LocationValueError, requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema):
         return FetchError(f"invalid URL {where!r}: {_root_cause(exc)}")
     if has(socket.timeout):
         return FetchTimeout(f"timed out: {where}")
