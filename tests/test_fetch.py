@@ -519,7 +519,9 @@ def test_credentials_in_the_url_go_only_to_their_origin(server, other):
 @pytest.mark.parametrize("url", [
     "http://127.0.0.2:{port}/article",
     "http://localhost:{port}/article",  # a name that resolves to loopback
-    "http://169.254.169.254/latest/meta-data/",  # cloud metadata: never connected to
+    # 169.254.169.254 (cloud metadata) and the other non-loopback classes are checked in
+    # test_resolve_checked_refuses_every_non_public_class: the same check, without a
+    # socket, so that a broken guard cannot send a test's request off this machine
     "http://[::1]:{port}/article",
     "http://[::ffff:127.0.0.2]:{port}/article",  # IPv4-mapped IPv6
     "http://2130706434:{port}/article",  # 127.0.0.2 as one decimal number
