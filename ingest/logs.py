@@ -30,7 +30,7 @@ class _JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        for key in ("source", "event", "items_new", "duplicates", "error_kind", "elapsed"):
+        for key in ("source", "event", "status", "items_new", "items_updated", "duplicates", "error_kind", "elapsed"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

@@ -56,6 +56,13 @@ class Deps:
     # Without them a source is processed in the calling thread, one entry at a time.
     cpu: Executor | None = None
     io: Executor | None = None
+    # The daemon's stop flag, checked between items: a stopping daemon finishes the
+    # item in hand (its own transaction) and leaves the rest for the next start.
+    should_stop: Callable[[], bool] | None = None
+
+    def stopping(self) -> bool:
+        """True once the daemon was asked to stop."""
+        return self.should_stop is not None and self.should_stop()
 
     @property
     def scheme(self) -> dedup.SignatureScheme:
@@ -204,7 +211,18 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
     counts["unchanged"] = len(feed.entries) - len(fresh)
     requests_sent = result.requests + (sum(1 for e in fresh if e.url) if source.full_text else 0)
     prepared_with = learned
-    for item in _prepared(fresh, source, deps, learned, timer):
+    for index, item in enumerate(_prepared(fresh, source, deps, learned, timer)):
+        if deps.stopping():
+            # No poll recorded: validators, body hash and next_poll_at stay as they were,
+            # so the next start fetches the feed in full and does the remaining entries.
+            left = len(fresh) - index
+            log.info("%s: stopping with %d entries not processed; they are done on the next poll", source.name, left)
+            return SourceReport(
+                source.name, ok=True, items_seen=len(feed.entries) - left, items_new=counts["new"],
+                items_updated=counts["updated"], items_unchanged=counts["unchanged"], duplicates=counts["duplicates"],
+                warnings=feed.warnings + (f"stopped with {left} entries not processed",),
+                item_errors=tuple(item_errors), requests=requests_sent, timings=timer.totals,
+            )
         if item.error is not None:
             item_errors.append(f"{item.entry.identity}: {item.error}")
             continue

@@ -159,3 +159,157 @@ def check_store_consistent(store) -> None:
         if store.engine.dialect.name == "sqlite":
             # FTS5 checks its index against the content table (items): raises if a delete was missed
             conn.exec_driver_sql("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")
+
+
+# ---------------------------------------------------------------------------- daemon and feed server helpers
+
+
+class FeedServer:
+    """A threaded loopback HTTP server whose pages tests change while it runs.
+
+    ``pages[path] = (status, headers, body)``; ``delay[path] = seconds`` holds the
+    answer back (a slow feed); ``hits[path]`` counts requests; ``arrived`` is set
+    when any request arrives.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.pages: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.delay: dict[str, float] = {}
+        self.hits: dict[str, int] = {}
+        self.arrived = threading.Event()
+        self._stop = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                outer.hits[path] = outer.hits.get(path, 0) + 1
+                outer.arrived.set()
+                if outer._stop.wait(outer.delay.get(path, 0.0)):
+                    return
+                status, headers, body = outer.pages.get(path, (404, {}, b"not found"))
+                try:
+                    self.send_response(status)
+                    for key, value in {"Content-Type": "application/rss+xml", **headers}.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str, userinfo: str = "") -> str:
+        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}{path}"
+
+    def feed(self, path: str, items: list[tuple[str, str, str]]) -> None:
+        """Serve an RSS feed at ``path`` with (guid, title, text) items."""
+        self.pages[path] = (200, {}, rss(items).encode("utf-8"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def rss(items: list[tuple[str, str, str]]) -> str:
+    """A small RSS 2.0 document from (guid, title, text) items."""
+    from xml.sax.saxutils import escape
+
+    body = "".join(
+        f"<item><guid>{escape(guid)}</guid><title>{escape(title)}</title>"
+        f"<link>https://example.org/{escape(guid)}</link><description>{escape(text)}</description></item>"
+        for guid, title, text in items
+    )
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://example.org/</link>{body}</channel></rss>'
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    server = FeedServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class DaemonProcess:
+    """``python -m ingest -c CONFIG`` (the daemon) as a subprocess; stderr goes to a file."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.config = config
+        self.log_path = config.with_name(f"daemon-{uuid.uuid4().hex[:6]}.log")
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("INGEST_CONFIG", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "-c", str(config), *extra], cwd=config.parent, env=env,
+            stdout=subprocess.DEVNULL, stderr=self._log,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8")
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float, what: str) -> object:
+        """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.log}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{self.log}")
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        self.wait_for(lambda: text in self.log, timeout, repr(text))
+
+    def address(self, timeout: float = 15.0) -> str:
+        """The http://host:port of the daemon's server (read from its start line)."""
+        import re
+
+        match = self.wait_for(lambda: re.search(r"metrics on (http://[\d.]+:\d+)/", self.log), timeout, "server")
+        return match.group(1)  # type: ignore[union-attr]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Callable[..., DaemonProcess]]:
+    """Start daemons as subprocesses; every one still running is stopped afterwards."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, *extra: str) -> DaemonProcess:
+        process = DaemonProcess(config, *extra)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class Store:
         with self.engine.begin() as conn:
             if self.is_postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7306329)"))  # one migrator at a time
+            row = None
             if not self.engine.dialect.has_table(conn, "meta"):
                 version = 0
             else:
@@ -152,11 +154,16 @@ class Store:
                 version = int(row[0]) if row else 0
             if version > t.SCHEMA_VERSION:
                 raise StoreError(f"store schema version {version} is newer than this ingest ({t.SCHEMA_VERSION})")
+            found = version
             for number, _description, migrate in t.MIGRATIONS:
                 if number > version:
                     migrate(conn)
                     version = number
-            self._set_meta(conn, "schema_version", str(version))
+            # Write only when something changed: a read-only open (``ingest items`` next to a
+            # running daemon) must not upgrade its read transaction to a write, which SQLite
+            # refuses at once with "database is locked" while the daemon is writing (WAL).
+            if version != found or row is None:
+                self._set_meta(conn, "schema_version", str(version))
 
     def _check_scheme(self, scheme: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
@@ -189,6 +196,11 @@ class Store:
 
     def ping(self) -> None:
         """Raise StoreError unless the store answers."""
+        database = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if database and database != ":memory:" and not database.startswith("file:") and not os.path.exists(database):
+            # a pooled SQLite connection keeps reading a deleted or moved file through its
+            # open descriptor: only the path tells that new writes would be lost
+            raise StoreError(f"store unreachable: {database} no longer exists")
         try:
             with self.engine.connect() as conn:
                 conn.execute(select(func.count()).select_from(t.meta))
