@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, exposition, generate_latest
 
 from ingest.models import SourceReport
 
@@ -17,7 +17,9 @@ from ingest.models import SourceReport
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 60)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format 0.0.4 that every Prometheus reads (prometheus-client 0.22+
+# labels its output 1.0.0 by default; generate_latest's body is the same text).
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", CONTENT_TYPE_LATEST)
 
 
 class Metrics:

@@ -142,5 +142,6 @@ class Server:
 
     def close(self) -> None:
         """Stop serving and close the socket."""
-        self.httpd.shutdown()
+        if self._thread.is_alive():
+            self.httpd.shutdown()  # waits for serve_forever, which must be running
         self.httpd.server_close()
