@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rss, run_cli
+from .conftest import run_cli
 from ingest.config import load
 from ingest.errors import StoreLocked
 from ingest.fetch import Fetcher

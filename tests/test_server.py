@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from .conftest import run_cli
 from ingest.config import load
 from ingest.errors import ConfigError
 from ingest.scheduler import Daemon
