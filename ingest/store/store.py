@@ -212,7 +212,10 @@ class Store:
     def sync_sources(self, configs: Iterable[SourceConfig]) -> dict[str, SourceState]:
         """Insert or update source rows from the config; a changed URL resets fetch state."""
         configs = list(configs)
-        with self._begin() as conn:
+        # immediate: it reads then writes; a deferred SQLite transaction whose snapshot a
+        # poll's commit made stale cannot take the write lock ("database is locked" at
+        # once, no busy wait) - seen on a SIGHUP reload while the daemon was polling
+        with self._begin(immediate=True) as conn:
             rows = {r.name: r for r in conn.execute(select(t.sources))}
             for source in configs:
                 row = rows.get(source.name)
