@@ -293,8 +293,8 @@ class Daemon:
             self._unschedule(name)
         added = changed = 0
         for name, source in after.items():
-            if name in before and before[name] == source and (source.enabled or name not in self._due):
-                continue
+            if before.get(name) == source:
+                continue  # unchanged: its job (or its absence, if disabled) stands
             added += name not in before
             changed += name in before
             self._schedule(source, states.get(name), now, spread=False)

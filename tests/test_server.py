@@ -170,3 +170,45 @@ def test_healthz_turns_503_when_the_store_is_gone(tmp_path: Path, write_config, 
     (tmp_path / "moved").rename(tmp_path / "data")
     daemon.wait_for(lambda: get(base + "/healthz")[0] == 200, 5, "healthy again")
     assert daemon.stop() == 0
+
+
+def test_postgresql_allows_two_daemons_and_healthz_notices_a_missing_schema(
+    postgres_url: str, write_config, feed_server, start_daemon
+) -> None:
+    import sqlalchemy as sa
+
+    from ingest.store import normalize_url
+
+    from .conftest import POSTGRES_URL
+
+    feed_server.feed("/a", [("a1", "one", words(1))])
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    config = write_config(f"""
+        [store]
+        url = "{postgres_url}"
+        [daemon]
+        listen = "127.0.0.1:0"
+        [defaults]
+        interval = 1
+        [[sources]]
+        name = "a"
+        url = "{feed_server.url('/a')}"
+    """)
+    first, second = start_daemon(config), start_daemon(config)  # no lock on PostgreSQL
+    bases = [first.address(), second.address()]
+    for base in bases:
+        status, _, body = get(base + "/healthz")
+        assert status == 200, body
+    admin = sa.create_engine(normalize_url(POSTGRES_URL or ""))
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'ALTER SCHEMA "{schema}" RENAME TO "{schema}_away"'))
+        for base in bases:
+            status, _, body = get(base + "/healthz")
+            assert status == 503 and "store unreachable" in json.loads(body)["store"]
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'ALTER SCHEMA "{schema}_away" RENAME TO "{schema}"'))
+        admin.dispose()
+    first.wait_for(lambda: get(bases[0] + "/healthz")[0] == 200, 5, "healthy again")
+    assert first.stop() == 0 and second.stop() == 0
