@@ -167,6 +167,9 @@ class Store:
 
     def _check_scheme(self, scheme: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
+            if self.is_postgres:
+                # two daemons opening a new store at once would both insert the scheme row
+                conn.execute(text("SELECT pg_advisory_xact_lock(7306329)"))
             row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "signature_scheme")).first()
             if row is None:
                 self._set_meta(conn, "signature_scheme", json.dumps(scheme, sort_keys=True))
@@ -216,6 +219,8 @@ class Store:
         # poll's commit made stale cannot take the write lock ("database is locked" at
         # once, no busy wait) - seen on a SIGHUP reload while the daemon was polling
         with self._begin(immediate=True) as conn:
+            if self.is_postgres:  # two daemons starting at once would both insert a new source
+                conn.execute(text("SELECT pg_advisory_xact_lock(7306330)"))
             rows = {r.name: r for r in conn.execute(select(t.sources))}
             for source in configs:
                 row = rows.get(source.name)
