@@ -42,6 +42,7 @@ RESULTS = ROOT / "bench" / "results"
 STAGES = ("fetch", "parse", "extract", "dedup", "store")
 CONTESTANTS = ("ingest", "baseline", "limit")
 BEFORE_ROOT: list[Path] = [ROOT]
+BEFORE_PROCESSES: list[int | None] = [None]
 SHINGLE = 3
 NUM_PERM = 128
 
@@ -260,7 +261,7 @@ def run_contestant(name: str, work: Path, manifest_path: Path, manifest: list[di
     """One measured run of one contestant."""
     label = name
     if name == "before":  # ingest from another checkout (--before), to measure a change
-        name, ingest_root = "ingest", BEFORE_ROOT[0]
+        name, ingest_root, processes = "ingest", BEFORE_ROOT[0], BEFORE_PROCESSES[0]
     env = {**os.environ, "PYTHONPATH": str(ingest_root if name == "ingest" else ROOT)}
     if name == "ingest":
         scratch = work / f"{label}-{run}"
@@ -271,7 +272,8 @@ def run_contestant(name: str, work: Path, manifest_path: Path, manifest: list[di
         cmd = [sys.executable, "-m", "bench.run", name, str(manifest_path)]
         if name == "limit" and processes:
             cmd += ["--processes", str(processes)]
-    result = measure(cmd, env, ROOT)
+    # cwd outside any checkout: `python -m` puts the cwd first on sys.path, ahead of PYTHONPATH
+    result = measure(cmd, env, work)
     out = result["output"]
     items = out.get("items", out.get("items_new", 0) + out.get("items_updated", 0))
     result["items"] = items
@@ -336,7 +338,8 @@ def summarise(args: argparse.Namespace, corpus: Any, runs: dict[str, list[dict[s
                    "feed_bytes": corpus.feed_bytes, "page_bytes": corpus.page_bytes, "generated_s": round(generated, 2)},
         "repeats": args.repeats, "processes": args.processes,
         "ingest_commit": _commit(args.ingest_root),
-        "before_commit": _commit(args.before) if args.before else None,
+        "before_commit": _commit(BEFORE_ROOT[0]) if "before" in args.contestants else None,
+        "before_processes": BEFORE_PROCESSES[0],
         "contestants": {},
     }
     for name, results in runs.items():
@@ -425,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkout whose ingest package is measured (to compare before/after a change)")
     parser.add_argument("--before", type=Path, default=None, metavar="CHECKOUT",
                         help="also run ingest from this checkout, interleaved (contestant 'before')")
+    parser.add_argument("--before-processes", type=int, default=None, metavar="N",
+                        help="[daemon] processes for the 'before' contestant (e.g. 1: without the process pool)")
     parser.add_argument("--name", default=None, help="results file name (default: <sources>x<items>)")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -444,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args.seed = SEED if args.seed is None else args.seed
     args.contestants = args.contestants or list(CONTESTANTS)
-    if args.before:
-        BEFORE_ROOT[0] = args.before.resolve()
+    if args.before or args.before_processes is not None:
+        BEFORE_ROOT[0] = (args.before or ROOT).resolve()
+        BEFORE_PROCESSES[0] = args.before_processes if args.before_processes is not None else args.processes
         args.contestants.insert(1, "before")
     args.name = args.name or f"{args.sources}x{args.items}"
     result = bench(args)
