@@ -331,7 +331,7 @@ def summarise(args: argparse.Namespace, corpus: Any, runs: dict[str, list[dict[s
     out: dict[str, Any] = {
         "name": args.name,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_before": os.getloadavg()},
+                    "load_at_end": os.getloadavg()},
         "corpus": {"seed": corpus.seed, "sources": corpus.sources, "items_per_source": corpus.items_per_source,
                    "items": len(corpus.items), "full_text_sources": len(corpus.full_text_sources),
                    "copies": sum(i.relation != "original" for i in corpus.items),
