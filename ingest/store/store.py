@@ -866,7 +866,7 @@ class Store:
         query = plain_query(query)
         match = fts5_query(query)  # raises SearchError on both backends when nothing is searchable
         if self.is_postgres:
-            vector = t.POSTGRES_TSVECTOR
+            vector = "items.search_vector"
             sql = (
                 "SELECT item_id, cluster_id, score FROM ("
                 f" SELECT items.id AS item_id, items.cluster_id, ts_rank({vector}, q) AS score,"
@@ -880,18 +880,29 @@ class Store:
             # FTS5's auxiliary functions cannot appear in a window: rank in a materialised CTE first
             sql = (
                 "WITH matched AS MATERIALIZED ("
-                " SELECT items.id AS item_id, items.cluster_id, -bm25(items_fts, 2.0, 1.0) AS score,"
-                " snippet(items_fts, 1, '[', ']', '...', 16) AS snippet"
+                " SELECT items.id AS item_id, items.cluster_id, -bm25(items_fts, 2.0, 1.0) AS score"
                 " FROM items_fts JOIN items ON items.id = items_fts.rowid WHERE items_fts MATCH :q"
                 "), ranked AS (SELECT *, row_number() OVER (PARTITION BY cluster_id ORDER BY score DESC, item_id) AS rn"
-                f" FROM matched) SELECT item_id, cluster_id, score, snippet FROM ranked {per_cluster}"
+                f" FROM matched) SELECT item_id, cluster_id, score FROM ranked {per_cluster}"
                 " ORDER BY score DESC, item_id LIMIT :limit"
             )
             params = {"q": match, "limit": limit}
         try:
             with self.engine.connect() as conn:
                 matches = conn.execute(text(sql), params).all()
-                snippets = {m.item_id: m.snippet for m in matches} if not self.is_postgres else {}
+                snippets: dict[int, str] = {}
+                if matches and not self.is_postgres:
+                    # snippets only for the hits shown: making one for every match cost most of
+                    # the query time when a common word matched thousands of items
+                    snippets = {
+                        r.rowid: r.snippet for r in conn.execute(
+                            text(
+                                "SELECT rowid, snippet(items_fts, 1, '[', ']', '...', 16) AS snippet FROM items_fts"
+                                " WHERE items_fts MATCH :q AND rowid IN :ids"
+                            ).bindparams(bindparam("ids", expanding=True)),
+                            {"q": match, "ids": [m.item_id for m in matches]},
+                        )
+                    }
                 if self.is_postgres and matches:
                     snippets = {
                         r.id: r.snippet for r in conn.execute(
