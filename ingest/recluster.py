@@ -82,6 +82,15 @@ def replay(
         if decision.matched_item_id is not None:
             decision = replace(decision, matched_item_id=scratch_to_stored.get(decision.matched_item_id))
         decisions[item.item_id] = decision
+    # the final partition, read back: a later copy may have moved a lone item into its
+    # cluster (DedupDecision.absorb), after that item's own outcome was returned
+    for row in scratch.items():
+        stored_id = scratch_to_stored[row["id"]]
+        if labels[stored_id] != row["cluster"]:
+            labels[stored_id] = row["cluster"]
+            decisions[stored_id] = replace(
+                decisions[stored_id], reason=decisions[stored_id].reason + "; moved into the cluster of a later copy",
+            )
     return Replay(labels, decisions)
 
 
