@@ -13,12 +13,13 @@ canonical change and not otherwise.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from lxml import etree
@@ -35,6 +36,8 @@ MEDIA_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
 }
+# the `updated` of a feed with no entries: fixed, so an empty served feed keeps its ETag
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # XML 1.0 allows no C0 control characters but tab, newline and carriage return;
 # lxml refuses them, and a feed's text can carry them.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -57,6 +60,11 @@ def render(stories: Sequence[Story], fmt: str, info: FeedInfo) -> str:
         "atom": to_atom, "jsonfeed": to_jsonfeed, "jsonl": to_jsonl, "csv": to_csv,
     }
     return renderers[fmt](stories, info)
+
+
+def etag_of(body: bytes) -> str:
+    """A strong ETag for a rendered feed: the same bytes, the same tag."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def entry_id(story: Story) -> str:

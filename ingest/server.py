@@ -1,9 +1,12 @@
-"""The daemon's small HTTP server: /healthz, /metrics (and the served feeds).
+"""The daemon's small HTTP server: /healthz, /metrics, /feed.atom and /feed.json.
 
 Routing is a table, ``ROUTES``: path -> handler(app, query) -> Response. Serving a
-new page is one line in that dict, e.g. the export module's feeds::
+new page is one line in that dict, e.g. the served feeds::
 
-    "/feed.atom": lambda app, query: Response(200, ATOM_TYPE, export.atom(app.store, app.config.daemon.feed_size)),
+    "/feed.atom": served_feed("atom"),
+
+A response that carries an ``ETag`` header is answered 304 Not Modified, without a
+body, when the request's If-None-Match names that tag (the served feeds use this).
 
 ``app`` is the running daemon (see ``App``): its store, its current config (after
 SIGHUP reloads), its metrics and its health check. The server is a
@@ -22,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from ingest import export
 from ingest.config import Config
 from ingest.errors import ConfigError
 from ingest.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -67,10 +71,37 @@ def metrics(app: App, query: dict[str, list[str]]) -> Response:
     return Response(200, METRICS_TYPE, app.metrics.render())
 
 
+def served_feed(fmt: str) -> Handler:
+    """The latest ``[daemon] feed_size`` clusters as ``fmt`` (atom or jsonfeed), with an ETag."""
+
+    def handler(app: App, query: dict[str, list[str]]) -> Response:
+        stories = app.store.stories(limit=app.config.daemon.feed_size)
+        info = export.FeedInfo(id=f"urn:uuid:{app.store.store_uid()}", title="ingest: deduplicated stories",
+                               updated=export.EPOCH)  # stable for an empty store, so its ETag is too
+        body = export.render(stories, fmt, info).encode("utf-8")
+        # no-cache, not no-store: a reader keeps the feed and asks again with If-None-Match
+        return Response(200, export.MEDIA_TYPES[fmt], body,
+                        headers={"ETag": export.etag_of(body), "Cache-Control": "no-cache"})
+
+    return handler
+
+
 ROUTES: dict[str, Handler] = {
     "/healthz": healthz,
     "/metrics": metrics,
+    "/feed.atom": served_feed("atom"),
+    "/feed.json": served_feed("jsonfeed"),
 }
+
+
+def not_modified(if_none_match: str | None, etag: str | None) -> bool:
+    """RFC 9110 13.1.2: If-None-Match names the current ETag (weak comparison) or is ``*``."""
+    if not if_none_match or not etag:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag.removeprefix("W/") in wanted
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -108,10 +139,20 @@ class Server:
                         log.exception("server: %s failed", parts.path)
                         response = Response(500, "text/plain; charset=utf-8", f"internal error: {type(exc).__name__}\n")
                 body = response.body.encode("utf-8") if isinstance(response.body, str) else response.body
+                if response.status == 200 and not_modified(self.headers.get("If-None-Match"),
+                                                           response.headers.get("ETag")):
+                    # conditional GET: 304 with the validator and no body (RFC 9110 15.4.5)
+                    self.send_response(304)
+                    for key in ("ETag", "Cache-Control"):
+                        if key in response.headers:
+                            self.send_header(key, response.headers[key])
+                    self.end_headers()
+                    return
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
+                if "Cache-Control" not in response.headers:
+                    self.send_header("Cache-Control", "no-store")
                 for key, value in response.headers.items():
                     self.send_header(key, value)
                 self.end_headers()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -202,3 +204,58 @@ def test_empty_store_exports_a_valid_empty_feed(tmp_path: Path, write_config) ->
     parsed = feedparser.parse(_export(config, "--format", "atom").encode("utf-8"))
     assert not parsed.bozo and parsed.entries == []
     jsonschema.validate(json.loads(_export(config, "--format", "jsonfeed")), SCHEMA)
+
+
+# ---------------------------------------------------------------------------- served by the daemon
+
+
+def _get(url: str, etag: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers={"If-None-Match": etag} if etag else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:  # urllib reports 304 as an error
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_daemon_serves_the_latest_clusters_with_etag_and_conditional_get(demo_config: Path) -> None:
+    from ingest.pipeline import canonical_policy
+    from ingest.scheduler import Daemon
+    from ingest.server import Server
+
+    with demo_config.open("a", encoding="utf-8") as handle:
+        handle.write("\n[daemon]\nfeed_size = 4\n")
+    config = load(demo_config)
+    with Store.open(config.store.url) as store:
+        server = Server(Daemon(config, store), ("127.0.0.1", 0))
+        server.start()
+        base = f"http://127.0.0.1:{server.address[1]}"
+        try:
+            latest = [f"urn:uuid:{s.uid}" for s in store.stories(limit=4)]
+            status, headers, body = _get(base + "/feed.atom")
+            assert status == 200 and headers["Content-Type"].startswith("application/atom+xml")
+            parsed = feedparser.parse(body)
+            assert not parsed.bozo and [e.id for e in parsed.entries] == latest
+            status, headers_json, body_json = _get(base + "/feed.json")
+            assert status == 200 and headers_json["Content-Type"].startswith("application/feed+json")
+            doc = json.loads(body_json)
+            jsonschema.validate(doc, SCHEMA)
+            assert [i["id"] for i in doc["items"]] == latest
+
+            etag = headers["ETag"]
+            assert etag != headers_json["ETag"]
+            assert _get(base + "/feed.atom", etag)[0] == 304
+            status, not_modified_headers, empty = _get(base + "/feed.atom", f'"other", {etag}')
+            assert status == 304 and empty == b"" and not_modified_headers["ETag"] == etag
+            assert _get(base + "/feed.atom", '"other"')[0] == 200
+            assert _get(base + "/feed.atom")[1]["ETag"] == etag  # same content, same tag
+
+            # the stream changes (everything published before the newest cluster's last copy is pruned):
+            # a new tag, and the old one gets the new feed
+            newest = store.stories(limit=1)[0]
+            dates = sorted(i["published_at"] for i in store.items() if i["cluster"] == newest.cluster_id)
+            store.prune(dates[-1] + timedelta(seconds=1), canonical_policy(config.dedup.canonical))
+            status, headers, body = _get(base + "/feed.atom", etag)
+            assert status == 200 and headers["ETag"] != etag
+        finally:
+            server.close()

@@ -792,9 +792,13 @@ class Store:
 
     def store_uid(self) -> str:
         """A UUID naming this store, made on first use: the id of the feeds it exports."""
-        with self._begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "store_uid")).first()
-            if row is not None:
+        if row is not None:
+            return row[0]
+        with self._begin(immediate=True) as conn:
+            row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "store_uid")).first()
+            if row is not None:  # another writer made it in between
                 return row[0]
             value = str(uuid.uuid4())
             self._set_meta(conn, "store_uid", value)
