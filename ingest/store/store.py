@@ -1072,6 +1072,8 @@ class Store:
                     ).scalar_one()
                     counts["clusters_created"] += 1
                 for item_id in groups[label]:
+                    if item_id not in old:
+                        continue  # pruned since the history was read
                     decision = decisions.get(item_id)
                     values: dict[str, Any] = {"cluster_id": cluster_id}
                     if decision is not None:
