@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ingest import __version__, dedup
-from ingest.config import Config, find_path, load
+from ingest.config import Config, SourceConfig, find_path, load
 from ingest.errors import ConfigError, IngestError, SearchError, StoreError
 from ingest.logs import setup_logging
 from ingest.store import Store
@@ -146,6 +146,17 @@ def open_store(config: Config, check_scheme: bool = True) -> Store:
     return Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict(), check_scheme=check_scheme)
 
 
+def _chosen_sources(config: Config, names: list[str] | None) -> list[SourceConfig]:
+    """The config's sources, or only those named by ``--source`` (unknown names are an error)."""
+    sources = list(config.sources)
+    if names:
+        unknown = set(names) - {s.name for s in sources}
+        if unknown:
+            raise ConfigError(f"--source: no source named {', '.join(sorted(unknown))}")
+        sources = [s for s in sources if s.name in names]
+    return sources
+
+
 # ---------------------------------------------------------------------------- commands
 
 
@@ -154,12 +165,7 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
     from ingest.pipeline import Deps, run_once
     from ingest.progress import Progress
 
-    sources = list(config.sources)
-    if args.source:
-        unknown = set(args.source) - {s.name for s in sources}
-        if unknown:
-            raise ConfigError(f"--source: no source named {', '.join(sorted(unknown))}")
-        sources = [s for s in sources if s.name in args.source]
+    sources = _chosen_sources(config, args.source)
     enabled = [s for s in sources if s.enabled]
     with open_store(config) as store:
         fetcher = Fetcher(config.fetch)
@@ -348,12 +354,7 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     from ingest.fetch import Fetcher
     from ingest.pipeline import Deps, reprocess
 
-    sources = list(config.sources)
-    if args.source:
-        unknown = set(args.source) - {s.name for s in sources}
-        if unknown:
-            raise ConfigError(f"--source: no source named {', '.join(sorted(unknown))}")
-        sources = [s for s in sources if s.name in args.source]
+    sources = _chosen_sources(config, args.source)
     with open_store(config) as store:
         fetcher = Fetcher(config.fetch)  # Deps wants one; reprocess sends no request
         try:

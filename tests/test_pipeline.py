@@ -336,3 +336,12 @@ def test_show_lists_removals_in_text_order_with_rule_names(demo_run, cli):
     assert len(disclaimer) > 300 and f"[not-edited-auto-generated, end] {disclaimer}\n" in shown  # whole, not cut
     assert shown.index("[disclaimer-heading, end]") < shown.index("[not-edited-auto-generated, end]") \
         < shown.index("[cookie-consent, whole]")
+
+
+def test_source_option_polls_only_the_named_sources(write_config, cli):
+    config = _config(write_config, {"afp-wire": str(DEMO / "afp-wire.xml"), "axadle": str(DEMO / "axadle.xml")})
+    only = cli("--once", "--json", "--source", "axadle", "-c", str(config))
+    assert only.returncode == 0 and json.loads(only.stdout)["sources"] == 1
+    unknown = cli("--once", "--source", "nope", "-c", str(config))
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == ["ingest: config: --source: no source named nope"]
