@@ -13,11 +13,11 @@ import logging
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from ingest import __version__, dedup
 from ingest.config import Config, SourceConfig, find_path, load
-from ingest.errors import ConfigError, IngestError, SearchError, StoreError
+from ingest.errors import ConfigError, IngestError, NotFound, SearchError, StoreError
 from ingest.logs import setup_logging
 from ingest.store import Store
 
@@ -28,13 +28,31 @@ log = logging.getLogger("ingest")
 # ---------------------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (and exit status 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"ingest: usage: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-c", "--config", metavar="FILE", help="config file (else $INGEST_CONFIG, else ./ingest.toml)")
     common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     common.add_argument("--log-format", default="text", choices=["text", "json"])
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ingest",
         parents=[common],
         description="Poll syndication feeds, clean article text, collapse syndicated copies into clusters.",
@@ -51,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("items", parents=[common], help="list stored items")
     p.add_argument("--json", action="store_true", help="JSON Lines, one item each")
     p.add_argument("--source", metavar="NAME")
-    p.add_argument("--limit", type=int, metavar="N")
+    p.add_argument("--limit", type=_positive_int, metavar="N")
 
     p = sub.add_parser("clusters", parents=[common], help="list clusters of copies")
     p.add_argument("--json", action="store_true", help="JSON Lines, one cluster each")
@@ -80,14 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="atom", choices=["atom", "jsonfeed", "jsonl", "csv"])
     p.add_argument("--since", metavar="DATE", help="only clusters changed since DATE (ISO 8601) or for a duration (e.g. 2d)")
     p.add_argument("--source", metavar="NAME", help="only clusters holding an item of this source")
-    p.add_argument("--limit", type=int, metavar="N", help="the N most recently changed clusters")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="the N most recently changed clusters")
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
 
     p = sub.add_parser("search", parents=[common], help="full-text search over stored clean text and titles")
     p.add_argument("query", help='words (all required), "a phrase", OR, -word')
     p.add_argument("--all-copies", action="store_true", help="every matching item, not one per cluster")
     p.add_argument("--json", action="store_true", help="JSON Lines, one hit each")
-    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
 
     p = sub.add_parser("prune", parents=[common], help="drop items older than [store] retention")
     p.add_argument("--dry-run", action="store_true", help="report what would be dropped, change nothing")
@@ -260,7 +278,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     with open_store(config, check_scheme=False) as store:
         item = store.item(args.id)
     if item is None:
-        raise IngestError(f"no item with id {args.id}")
+        raise NotFound(f"no item with id {args.id}")
     canonical_sig = next((m["signature"] for m in item["members"] if m["id"] == item["canonical_item_id"]), None)
     members = [
         {"id": m["id"], "source": m["source"], "title": m["title"], "url": m["url"], "method": m["decision_method"],
@@ -308,7 +326,12 @@ def cmd_sources(config: Config, args: argparse.Namespace) -> int:
     if args.export_opml:
         from ingest.sourcelists import to_opml
 
-        _write(to_opml(list(config.sources)), args.output)
+        # OPML lists URLs, and an imported OPML may not name local files (see
+        # sourcelists): local-file sources stay out, and say so
+        local = [s.name for s in config.sources if s.is_local]
+        if local:
+            log.warning("sources: local-file sources are not written to OPML: %s", ", ".join(local))
+        _write(to_opml([s for s in config.sources if not s.is_local]), args.output)
         return EXIT_OK
     with open_store(config, check_scheme=False) as store:
         states = {s.name: s for s in store.sync_sources(config.sources).values()}
@@ -378,8 +401,6 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
     from ingest.export import FeedInfo, render
 
     since = _since(args.since)
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
     with open_store(config, check_scheme=False) as store:
         if args.source and not store.has_source(args.source):
             raise ConfigError(f"--source: no source named {args.source!r} in the store")
@@ -393,7 +414,7 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_search(config: Config, args: argparse.Namespace) -> int:
     with open_store(config, check_scheme=False) as store:
-        hits = store.search(args.query, all_copies=args.all_copies, limit=max(1, args.limit))
+        hits = store.search(args.query, all_copies=args.all_copies, limit=args.limit)
     if args.json:
         for h in hits:
             _jsonl({**h.__dict__, "published_at": _iso(h.published_at)})

@@ -8,6 +8,7 @@ them in step). All problems in a file are collected and reported together as one
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -17,10 +18,12 @@ from typing import Any, Callable
 
 from ingest import PROJECT_URL, __version__
 from ingest.errors import ConfigError
+from ingest.urls import is_http_url
 
 DEFAULT_CONFIG_NAME = "ingest.toml"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+MAX_DURATION = 366 * 86400.0  # beyond a year, datetime arithmetic would only overflow
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -29,13 +32,17 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90, '90s', '15m' or '2h'")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"a duration must be a finite number, got {value}")
         if value < 0:
             raise ValueError("a duration cannot be negative")
+        if value > MAX_DURATION:
+            raise ValueError(f"a duration must be at most {MAX_DURATION:g} s (one year), got {value:g}")
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
+            return parse_duration(float(match.group(1)) * _UNITS[match.group(2)])
     raise ValueError(f"expected a duration such as 90, '90s', '15m' or '2h', got {value!r}")
 
 
@@ -114,7 +121,7 @@ class SourceConfig:
 
     @property
     def is_local(self) -> bool:
-        return not self.url.startswith(("http://", "https://"))
+        return not is_http_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ def _kind(name: str, types: tuple[type, ...], convert: Callable[[Any], Any] = la
 def _bounded(check: Check, low: float | None = None, high: float | None = None) -> Check:
     def bounded(value: Any) -> Any:
         value = check(value)
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+            raise ValueError(f"must be a finite number, got {value}")
         if low is not None and value < low:
             raise ValueError(f"must be at least {low}, got {value}")
         if high is not None and value > high:
@@ -356,9 +365,13 @@ def _section(value: Any, name: str, spec: dict[str, tuple[Check, str]], problems
 
 
 def source_from_table(
-    table: Any, where: str, defaults: dict[str, Any], base: Path, problems: list[str]
+    table: Any, where: str, defaults: dict[str, Any], base: Path, problems: list[str], allow_local: bool = True
 ) -> SourceConfig | None:
-    """One ``[[sources]]`` table (or an entry of a sources file) to a SourceConfig."""
+    """One ``[[sources]]`` table (or an entry of a sources file) to a SourceConfig.
+
+    ``allow_local=False`` (OPML outlines: third-party files whose xmlUrl is a URL by
+    definition) refuses local paths, so an imported list cannot make us read a file.
+    """
     values = _section(table, where, SPEC["source"], problems)
     if not isinstance(table, dict):
         return None
@@ -368,10 +381,13 @@ def source_from_table(
         return None
     merged = {**defaults, **values}
     url = merged["url"].strip()
-    if "://" in url:
-        if not url.lower().startswith(("http://", "https://")):
-            problems.append(f"'{where}.url': only http, https or a local path, got {url!r}")
+    if "://" in url or not allow_local:
+        if not is_http_url(url):
+            allowed = "http or https" if not allow_local else "http, https or a local path"
+            problems.append(f"'{where}.url': only {allowed}, got {url!r}")
             return None
+        scheme = url.split("://", 1)[0]
+        url = scheme.lower() + url[len(scheme):]  # HTTPS://host is https://host
     else:
         url = str((base / url).resolve())
     merged["url"] = url

@@ -112,6 +112,12 @@ class StoreError(IngestError):
     kind = "store"
 
 
+class NotFound(StoreError):
+    """A command named an item (or other row) that the store does not hold."""
+
+    kind = "not_found"
+
+
 class SignatureMismatch(StoreError):
     """The store's signatures were made with other settings than the running config."""
 

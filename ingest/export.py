@@ -26,6 +26,7 @@ from lxml import etree
 
 from ingest import PROJECT_URL, __version__
 from ingest.models import Copy, Story
+from ingest.urls import is_http_url
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -96,20 +97,16 @@ def content_text(story: Story) -> str:
     text = "\n\n".join(paragraphs(story.text))
     if story.copies:
         text += "\n\nAlso published by:\n" + "\n".join(
-            f"- {c.source}: {c.title}" + (f" <{c.url}>" if _is_web(c.url) else "") for c in story.copies
+            f"- {c.source}: {c.title}" + (f" <{c.url}>" if is_http_url(c.url) else "") for c in story.copies
         )
     return text
 
 
 def _copy_html(copy: Copy) -> str:
     label = html.escape(copy.source, quote=False)
-    if _is_web(copy.url):
+    if is_http_url(copy.url):
         label = f'<a href="{html.escape(copy.url or "", quote=True)}">{label}</a>'
     return f"{label}: {html.escape(copy.title, quote=False)}"
-
-
-def _is_web(url: str | None) -> bool:
-    return bool(url) and url.lower().startswith(("http://", "https://"))  # type: ignore[union-attr]
 
 
 def _rfc3339(value: datetime) -> str:
@@ -145,10 +142,10 @@ def to_atom(stories: Sequence[Story], info: FeedInfo) -> str:
             _sub(entry, "published", _rfc3339(story.published_at))
         author = _sub(entry, "author", None)
         _sub(author, "name", story.author or story.source)
-        if _is_web(story.url):
+        if is_http_url(story.url):
             _sub(entry, "link", None, rel="alternate", type="text/html", href=story.url)
         for copy in story.copies:
-            if _is_web(copy.url):
+            if is_http_url(copy.url):
                 _sub(entry, "link", None, rel="related", type="text/html", href=copy.url, title=copy.source)
         _sub(entry, "category", None, term=story.source, label=f"canonical source: {story.source}")
         content = _sub(entry, "content", content_html(story), type="html")
@@ -194,7 +191,7 @@ def _json_item(story: Story) -> dict[str, Any]:
         "authors": [{"name": story.author or story.source}],
         "tags": [story.source],
     }
-    if _is_web(story.url):
+    if is_http_url(story.url):
         item["url"] = story.url
     if story.published_at:
         item["date_published"] = _rfc3339(story.published_at)

@@ -32,7 +32,7 @@ from ingest.models import (
 )
 from ingest.parse import parse
 from ingest.store import CanonicalMember, Store
-from ingest.urls import canonical_url, redact_url
+from ingest.urls import canonical_url, is_http_url, redact_url
 
 log = logging.getLogger("ingest")
 
@@ -148,7 +148,11 @@ def run_once(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
             futures = {pool.submit(process_source, s, states[s.name], run_deps): s for s in chosen}
             for future in as_completed(futures):
-                report = future.result()  # StoreError propagates: the store is unusable
+                try:
+                    report = future.result()
+                except StoreError:  # the store is unusable: polls still queued must not start
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
                 reports.append(report)
                 if on_done:
                     on_done(report)
@@ -450,7 +454,7 @@ def _paragraph_keys(document: Document) -> list[tuple[str, str]]:
 
 
 def _canonical(url: str | None) -> str | None:
-    if url and url.lower().startswith(("http://", "https://")):
+    if is_http_url(url):
         return canonical_url(url)
     return None
 

@@ -47,7 +47,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ingest import dedup
+from ingest import dedup, polling
 from ingest.config import Config, SourceConfig, load
 from ingest.errors import ConfigError, StoreError, StoreLocked
 from ingest.fetch import Fetcher
@@ -225,7 +225,7 @@ class Daemon:
             now = deps.clock()
             if state is None:
                 return
-            if state.next_poll_at is not None and state.next_poll_at > now:
+            if not polling.is_due(state, now):  # not yet due, or disabled (410)
                 self.metrics.skipped.inc()
                 self._reschedule(source, state, now)
                 return

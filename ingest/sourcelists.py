@@ -7,6 +7,7 @@ and kept once (first wins: the main config, then files in the order given).
 
 from __future__ import annotations
 
+import glob
 import re
 import tomllib
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from ingest.config import SourceConfig, source_from_table
-from ingest.urls import canonical_url
+from ingest.urls import canonical_url, is_http_url
 
 _ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
 
@@ -32,7 +33,11 @@ def load_files(
     sources: list[SourceConfig] = []
     warnings: list[str] = []
     for pattern in patterns:
-        paths = sorted(base.glob(pattern)) if any(c in pattern for c in "*?[") else [base / pattern]
+        # glob.glob, not Path.glob: an absolute pattern is allowed too
+        paths = (
+            sorted(Path(p) for p in glob.glob(str(base / pattern)))
+            if any(c in pattern for c in "*?[") else [base / pattern]
+        )
         if not paths:
             warnings.append(f"sources_files: {pattern!r} matches no file")
         for path in paths:
@@ -71,7 +76,7 @@ def merge(first: list[SourceConfig], more: list[SourceConfig]) -> tuple[list[Sou
 
 
 def _url_key(url: str) -> str:
-    return canonical_url(url) if url.startswith(("http://", "https://")) else url
+    return canonical_url(url) if is_http_url(url) else url
 
 
 def _from_toml(path: Path, defaults: dict[str, Any], problems: list[str]) -> list[SourceConfig]:
@@ -122,7 +127,9 @@ def _from_opml(path: Path, defaults: dict[str, Any], problems: list[str]) -> lis
         table: dict[str, Any] = {"name": name, "url": url}
         if category:
             table["tags"] = list(category)
-        source = source_from_table(table, f"{path.name}: outline {name!r}", defaults, path.parent, problems)
+        source = source_from_table(
+            table, f"{path.name}: outline {name!r}", defaults, path.parent, problems, allow_local=False
+        )
         if source:
             out.append(source)
     return out

@@ -15,6 +15,16 @@ _TRACKING_NAMES = {
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def is_http_url(url: str | None) -> bool:
+    """True for an http or https URL (scheme compared case-insensitively, RFC 3986 3.1)."""
+    if not url:
+        return False
+    try:
+        return urlsplit(url.strip()).scheme.lower() in ("http", "https") and "://" in url
+    except ValueError:
+        return False
+
+
 def canonical_url(url: str) -> str:
     """A comparable form of ``url``: lower-case scheme and host, no default port,
     no fragment, no tracking parameters, sorted query, no trailing slash on paths."""

@@ -177,3 +177,16 @@ def test_cli_config_from_environment(cli, write_config, tmp_path):
     result = cli("--once", "--json", env={"INGEST_CONFIG": str(path)})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "env.db").exists()
+
+
+@pytest.mark.parametrize("line", ["timeout = nan", "timeout = inf", "per_host_delay = inf", "backoff_max = 1e300"])
+def test_non_finite_and_huge_numbers_are_refused(write_config, line):
+    path = write_config(f"[fetch]\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split(" =")[0]):
+        load(path)
+
+
+def test_upper_case_scheme_is_a_web_source(write_config):
+    path = write_config('[[sources]]\nname = "a"\nurl = "HTTPS://Example.org/feed.xml"\n')
+    [source] = load(path).sources
+    assert not source.is_local and source.url == "https://Example.org/feed.xml"

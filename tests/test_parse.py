@@ -245,3 +245,11 @@ def test_a_malformed_jsonfeed_source_fails_alone_in_one_line(tmp_path: Path, htt
     assert errors == [errors[0]] and errors[0].startswith("ingest: source 'bad': parse: invalid JSON")
     assert "Traceback" not in done.stderr
     assert set(_stored(tmp_path)) == {"good"}
+
+
+def test_doctype_behind_a_long_comment_is_still_removed():
+    body = (FIXTURES / "feeds" / "parse" / "entity-bomb.xml").read_bytes()
+    padded = body.replace(b"<!DOCTYPE", b"<!--" + b"x" * 70_000 + b"-->\n<!DOCTYPE", 1)
+    feed = parse(_result(padded))
+    assert all("lollollol" not in e.title for e in feed.entries)
+    assert any("DOCTYPE removed" in w for w in feed.warnings)

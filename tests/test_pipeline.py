@@ -345,3 +345,10 @@ def test_source_option_polls_only_the_named_sources(write_config, cli):
     unknown = cli("--once", "--source", "nope", "-c", str(config))
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == ["ingest: config: --source: no source named nope"]
+
+
+@pytest.mark.parametrize("args", [["items", "--limit", "-1"], ["search", "x", "--limit", "0"], ["bogus"], ["show", "abc"]])
+def test_usage_errors_are_one_line_exit_2(args, cli):
+    result = cli(*args, "-c", str(FIXTURES.parent / "config" / "demo.toml"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("ingest: usage: ")

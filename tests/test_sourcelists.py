@@ -88,7 +88,10 @@ def test_export_opml_then_reimport_round_trips(tmp_path: Path) -> None:
     again = load(_write(tmp_path, "export/only.toml", 'sources_files = ["sources.opml"]\n'))
     def key(s):  # noqa: E306
         return (s.name, s.url, s.tags)
-    assert sorted(map(key, again.sources)) == sorted(map(key, original.sources))
+    web = [s for s in original.sources if not s.is_local]  # local files are not exported (and not importable)
+    assert len(web) == len(original.sources) - 1
+    assert sorted(map(key, again.sources)) == sorted(map(key, web))
+    assert "local-file sources are not written to OPML: file" in done.stderr
 
 
 def test_malformed_opml_is_a_one_line_config_error_naming_the_file(tmp_path: Path) -> None:
@@ -160,3 +163,23 @@ def test_to_opml_escapes_and_nests_tags() -> None:
     [feed] = root.findall("body/outline/outline/outline")
     assert (feed.get("title"), feed.get("xmlUrl")) == (name, url)
     assert [o.get("text") for o in feed.iterancestors("outline")] == ["B", "A"]
+
+
+def test_opml_outline_cannot_name_a_local_file(write_config, tmp_path):
+    (tmp_path / "list.opml").write_text(
+        '<?xml version="1.0"?><opml version="2.0"><head/><body>'
+        '<outline text="secrets" xmlUrl="/etc/passwd"/><outline text="up" xmlUrl="../../etc/hostname"/>'
+        '<outline text="ok" xmlUrl="https://ok.example/feed"/></body></opml>', encoding="utf-8")
+    path = write_config('sources_files = ["list.opml"]\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    text = str(info.value)
+    assert "'secrets'" in text and "'up'" in text and "only http or https" in text
+
+
+def test_absolute_glob_in_sources_files(write_config, tmp_path):
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    (folder / "a.toml").write_text('[[sources]]\nname = "a"\nurl = "https://a.example/feed"\n', encoding="utf-8")
+    path = write_config(f'sources_files = ["{folder}/*.toml"]\n')
+    assert [s.name for s in load(path).sources] == ["a"]

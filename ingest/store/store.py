@@ -300,15 +300,6 @@ class Store:
             )
             return {r.identity: r.entry_hash for r in rows}
 
-    def touch_entry(self, source_id: int, identity: str, entry_hash: str) -> None:
-        """Record a new entry hash for an item whose clean text did not change."""
-        with self._begin() as conn:
-            conn.execute(
-                update(t.items)
-                .where(and_(t.items.c.source_id == source_id, t.items.c.identity == identity))
-                .values(entry_hash=entry_hash)
-            )
-
     def learned_boilerplate(self, source_id: int) -> frozenset[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
