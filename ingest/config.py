@@ -23,7 +23,7 @@ from ingest.urls import is_http_url
 DEFAULT_CONFIG_NAME = "ingest.toml"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-MAX_DURATION = 366 * 86400.0  # beyond a year, datetime arithmetic would only overflow
+MAX_DURATION = 100 * 366 * 86400.0  # a century: far beyond that, datetime arithmetic overflows
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -37,7 +37,7 @@ def parse_duration(value: Any) -> float:
         if value < 0:
             raise ValueError("a duration cannot be negative")
         if value > MAX_DURATION:
-            raise ValueError(f"a duration must be at most {MAX_DURATION:g} s (one year), got {value:g}")
+            raise ValueError(f"a duration must be at most {MAX_DURATION:g} s (a century), got {value:g}")
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
