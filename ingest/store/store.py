@@ -376,9 +376,7 @@ class Store:
                 for table in (t.lsh_bands, t.removals, t.paragraphs):
                     conn.execute(delete(table).where(table.c.item_id == item_id))
                 if moved:
-                    conn.execute(update(t.clusters).where(t.clusters.c.id == old_cluster).values(canonical_item_id=None))
-                    conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == old_cluster))
-                    conn.execute(delete(t.clusters).where(t.clusters.c.id == old_cluster))
+                    _drop_cluster(conn, old_cluster)
                     conn.execute(
                         update(t.clusters).where(t.clusters.c.id == cluster_id)
                         .values(size=t.clusters.c.size + 1, updated_at=now)
@@ -386,14 +384,7 @@ class Store:
                 self._elect_canonical(conn, cluster_id, None, policy, now)
                 status = "updated"
 
-            keys = sorted(set(fp.band_keys))
-            if keys:
-                conn.execute(insert(t.lsh_bands), [{"key": k, "item_id": item_id} for k in keys])
-            if document.removals:
-                conn.execute(
-                    insert(t.removals),
-                    [{"item_id": item_id, "rule": r.rule, "position": r.position, "text": r.text} for r in document.removals],
-                )
+            _write_index(conn, item_id, fp, document.removals)
             chars = {k: len(p) for k, p in paragraph_keys}
             pkeys = sorted(chars)
             if pkeys:
@@ -451,17 +442,15 @@ class Store:
             return []
         # the canonical item of every candidate cluster is always verified too
         rows = list(self._item_rows(conn, list(ids)))
-        canonical_ids = {
-            r.canonical_item_id for r in conn.execute(
-                select(t.clusters.c.canonical_item_id).where(t.clusters.c.id.in_({r.cluster_id for r in rows}))
-            )
-        } - set(ids) - {None, exclude}
-        rows += list(self._item_rows(conn, list(canonical_ids)))
+        # one read of the candidate clusters: a canonical item lies in its own cluster,
+        # so adding the canonical rows adds no cluster
         cluster_canonical = {
             r.id: r.canonical_item_id
             for r in conn.execute(select(t.clusters.c.id, t.clusters.c.canonical_item_id).where(
                 t.clusters.c.id.in_({r.cluster_id for r in rows})))
         }
+        canonical_ids = set(cluster_canonical.values()) - set(ids) - {None, exclude}
+        rows += list(self._item_rows(conn, list(canonical_ids)))
         return [
             Candidate(
                 item_id=r.id, cluster_id=r.cluster_id, source_id=r.source_id, title=r.title, text=r.text,
@@ -493,13 +482,11 @@ class Store:
         if row is None or row.size != 1 or row.canonical_item_id is None:
             return
         item_id = row.canonical_item_id
-        conn.execute(update(t.clusters).where(t.clusters.c.id == lone).values(canonical_item_id=None))
         conn.execute(update(t.items).where(t.items.c.id == item_id).values(
             cluster_id=cluster_id,
             decision_reason=func.coalesce(t.items.c.decision_reason, "") + f"; moved into cluster {cluster_id} by a later copy",
         ))
-        conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == lone))
-        conn.execute(delete(t.clusters).where(t.clusters.c.id == lone))
+        _drop_cluster(conn, lone)
         conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=t.clusters.c.size + 1, updated_at=now))
         self._elect_canonical(conn, cluster_id, item_id, policy, now)
 
@@ -621,13 +608,7 @@ class Store:
                     signature=fp.signature, updated_at=now,
                 ))
                 conn.execute(delete(t.lsh_bands).where(t.lsh_bands.c.item_id == row.id))
-                keys = sorted(set(fp.band_keys))
-                if keys:
-                    conn.execute(insert(t.lsh_bands), [{"key": k, "item_id": row.id} for k in keys])
-                if removals:
-                    conn.execute(insert(t.removals), [
-                        {"item_id": row.id, "rule": r.rule, "position": r.position, "text": r.text} for r in removals
-                    ])
+                _write_index(conn, row.id, fp, removals)
                 changed += 1
         return changed
 
@@ -982,8 +963,7 @@ class Store:
                         select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
                     ).scalar_one()
                     if size == 0:
-                        conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == cluster_id))
-                        conn.execute(delete(t.clusters).where(t.clusters.c.id == cluster_id))
+                        _drop_cluster(conn, cluster_id)
                         counts["clusters_deleted"] += 1
                         continue
                     counts["clusters_shrunk"] += 1
@@ -1082,9 +1062,7 @@ class Store:
                     select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
                 ).scalar_one()
                 if size == 0:
-                    conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(canonical_item_id=None))
-                    conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == cluster_id))
-                    conn.execute(delete(t.clusters).where(t.clusters.c.id == cluster_id))
+                    _drop_cluster(conn, cluster_id)
                     counts["clusters_deleted"] += 1
                     continue
                 conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=size, updated_at=now))
@@ -1190,6 +1168,24 @@ def _capped_key_lookup(count: int) -> TextClause:
         "ORDER BY item_id DESC LIMIT :cap) AS arm{i}"
     )
     return text(" UNION ALL ".join(arm.format(i=i) for i in range(count)))
+
+
+def _drop_cluster(conn: Connection, cluster_id: int) -> None:
+    """Delete a cluster that no longer has items, with its history of canonical changes."""
+    conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(canonical_item_id=None))
+    conn.execute(delete(t.canonical_changes).where(t.canonical_changes.c.cluster_id == cluster_id))
+    conn.execute(delete(t.clusters).where(t.clusters.c.id == cluster_id))
+
+
+def _write_index(conn: Connection, item_id: int, fp: Fingerprint, removals: Sequence[Removal] = ()) -> None:
+    """Insert an item's LSH band keys and its cleaning removals (after old rows were deleted)."""
+    keys = sorted(set(fp.band_keys))
+    if keys:
+        conn.execute(insert(t.lsh_bands), [{"key": k, "item_id": item_id} for k in keys])
+    if removals:
+        conn.execute(insert(t.removals), [
+            {"item_id": item_id, "rule": r.rule, "position": r.position, "text": r.text} for r in removals
+        ])
 
 
 def _advisory_locks(conn: Connection, fp: Fingerprint, canonical_url: str | None) -> None:
