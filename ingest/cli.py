@@ -18,6 +18,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from ingest import __version__, dedup
 from ingest.config import Config, SourceConfig, find_path, load
 from ingest.errors import ConfigError, IngestError, NotFound, SearchError, StoreError
+from ingest.export import FORMATS as export_formats
 from ingest.logs import setup_logging
 from ingest.store import Store
 
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resign", parents=[common], help="re-sign stored text with the current dedup settings, rebuild the index")
 
     p = sub.add_parser("export", parents=[common], help="one entry per story (cluster) as Atom, JSON Feed, JSON Lines or CSV")
-    p.add_argument("--format", default="atom", choices=["atom", "jsonfeed", "jsonl", "csv"])
+    p.add_argument("--format", default="atom", choices=export_formats)
     p.add_argument("--since", metavar="DATE", help="only clusters changed since DATE (ISO 8601) or for a duration (e.g. 2d)")
     p.add_argument("--source", metavar="NAME", help="only clusters holding an item of this source")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="the N most recently changed clusters")
@@ -256,9 +257,20 @@ def cmd_clusters(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _similarities(members: list[dict[str, Any]], canonical_id: int | None) -> dict[int, float | None]:
+    """Each member's estimated Jaccard to the canonical item (None when the canonical is unknown)."""
+    canonical = next((m["signature"] for m in members if m["id"] == canonical_id), None)
+    return {
+        m["id"]: None if canonical is None
+        else 1.0 if m["id"] == canonical_id
+        else round(dedup.estimated_jaccard(m["signature"], canonical), 3)
+        for m in members
+    }
+
+
 def _cluster_view(cluster: dict[str, Any]) -> dict[str, Any]:
     members = cluster["items"]
-    canonical = next((m for m in members if m["id"] == cluster["canonical"]), None)
+    similarity = _similarities(members, cluster["canonical"])
     return {
         "cluster": cluster["cluster"],
         "canonical": cluster["canonical"],
@@ -266,8 +278,7 @@ def _cluster_view(cluster: dict[str, Any]) -> dict[str, Any]:
         "items": [
             {
                 "id": m["id"], "source": m["source"], "url": m["url"], "title": m["title"],
-                "similarity": 1.0 if canonical is None or m["id"] == canonical["id"]
-                else round(dedup.estimated_jaccard(m["signature"], canonical["signature"]), 3),
+                "similarity": 1.0 if similarity[m["id"]] is None else similarity[m["id"]],
             }
             for m in members
         ],
@@ -279,10 +290,10 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
         item = store.item(args.id)
     if item is None:
         raise NotFound(f"no item with id {args.id}")
-    canonical_sig = next((m["signature"] for m in item["members"] if m["id"] == item["canonical_item_id"]), None)
+    similarity = _similarities(item["members"], item["canonical_item_id"])
     members = [
         {"id": m["id"], "source": m["source"], "title": m["title"], "url": m["url"], "method": m["decision_method"],
-         "similarity": round(dedup.estimated_jaccard(m["signature"], canonical_sig), 3) if canonical_sig else None}
+         "similarity": similarity[m["id"]]}
         for m in item["members"]
     ]
     if args.json:

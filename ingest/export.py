@@ -30,7 +30,6 @@ from ingest.urls import is_http_url
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
-FORMATS = ("atom", "jsonfeed", "jsonl", "csv")
 MEDIA_TYPES = {
     "atom": "application/atom+xml; charset=utf-8",
     "jsonfeed": "application/feed+json; charset=utf-8",
@@ -57,10 +56,7 @@ class FeedInfo:
 
 def render(stories: Sequence[Story], fmt: str, info: FeedInfo) -> str:
     """The stories in one of ``FORMATS``."""
-    renderers: dict[str, Callable[[Sequence[Story], FeedInfo], str]] = {
-        "atom": to_atom, "jsonfeed": to_jsonfeed, "jsonl": to_jsonl, "csv": to_csv,
-    }
-    return renderers[fmt](stories, info)
+    return RENDERERS[fmt](stories, info)
 
 
 def etag_of(body: bytes) -> str:
@@ -249,3 +245,10 @@ def to_csv(stories: Sequence[Story], info: FeedInfo) -> str:
                          flat["source"], flat["title"], flat["url"] or "", flat["author"] or "", len(story.copies),
                          also, flat["text"]])
     return out.getvalue()
+
+
+# The export formats: `ingest export --format` offers exactly these.
+RENDERERS: dict[str, Callable[[Sequence[Story], FeedInfo], str]] = {
+    "atom": to_atom, "jsonfeed": to_jsonfeed, "jsonl": to_jsonl, "csv": to_csv,
+}
+FORMATS = tuple(RENDERERS)
