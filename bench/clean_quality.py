@@ -135,13 +135,13 @@ def score(outcomes: list[Outcome]) -> dict[str, float | int]:
     }
 
 
-def speed(cases: list[Case], runs: int, fragment: str = "auto") -> dict[str, float]:
+def speed(cases: list[Case], runs: int, fragment: str = "auto", cfg: ExtractConfig | None = None) -> dict[str, float]:
     """Items per second through extract+clean: median and spread of ``runs`` passes."""
     rates = []
     for _ in range(runs):
         started = time.perf_counter()
         for case in cases:
-            run_case(case, fragment=fragment)
+            run_case(case, cfg, fragment=fragment)
         rates.append(len(cases) / (time.perf_counter() - started))
     return {"runs": runs, "median": round(statistics.median(rates), 1), "min": round(min(rates), 1),
             "max": round(max(rates), 1)}
@@ -213,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                 "items_per_s": speed(entries, args.runs, strategy)["median"] if cfg is None else None,
             }
     variants["page, no rules"] = score([run_case(c, no_rules) for c in cases if c.kind == "page"])
+    # trafilatura's fallback extractors (readability, jusText), off by default: what they change
+    fallbacks = ExtractConfig(trafilatura_fallbacks=True)
+    for kind in ("page", "entry"):
+        chosen = [c for c in cases if c.kind == kind]
+        variants[f"{kind}, trafilatura fallbacks"] = {
+            **score([run_case(c, fallbacks) for c in chosen]), "items_per_s": speed(chosen, args.runs, cfg=fallbacks)["median"],
+        }
     print()
     print(f"{'variant':<28} {'removed':>16} {'kept':>16} {'other dropped':>13} {'items/s':>8}")
     for name, s in variants.items():

@@ -57,8 +57,7 @@ def replay(items: Sequence[Item], texts: dict[str, str], cfg: DedupConfig, rows:
         exact = [j for j in range(n) if fps[j].content_hash == fp.content_hash and j not in chosen]
         candidates = [
             Candidate(
-                item_id=j, cluster_id=cluster_of[j], source_id=0, title=by_id[order[j]].title, text=texts[order[j]],
-                signature=fps[j].signature, shingle_count=fps[j].shingle_count,
+                item_id=j, cluster_id=cluster_of[j], title=by_id[order[j]].title, text=texts[order[j]],
                 is_canonical=canonical[cluster_of[j]] == j, band_hits=hits.get(j, 0),
                 same_content=fps[j].content_hash == fp.content_hash,
             )

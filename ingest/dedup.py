@@ -15,18 +15,53 @@ only proposes; the decision is made on exact numbers.
 from __future__ import annotations
 
 import hashlib
+import sys
+import types
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-import datasketch
 import numpy as np
 import xxhash
-from datasketch import MinHash
 
 from ingest.config import DedupConfig
-from ingest.models import Candidate, DedupDecision, Fingerprint
+from ingest.models import Candidate, DedupDecision, Fingerprint, Member
 from ingest.text import normalize_words
+
+
+
+def _import_datasketch() -> types.ModuleType:
+    """``import datasketch`` without importing scipy.integrate at once.
+
+    The package's ``__init__`` imports every sketch it has, and its LSH module imports
+    scipy.integrate (for a parameter optimisation ingest never calls): 0.43 s of the
+    0.49 s the import took here, paid by every ``ingest`` start, ``--once`` runs from
+    cron included. While datasketch is imported, a stand-in module gives it a ``quad``
+    that imports the real scipy.integrate when first called, so MinHashLSH still works.
+    """
+    if "datasketch" in sys.modules or "scipy.integrate" in sys.modules:
+        import datasketch
+
+        return datasketch
+    stand_in = types.ModuleType("scipy.integrate")
+
+    def quad(*args: Any, **kwargs: Any) -> Any:
+        from scipy.integrate import quad as real
+
+        return real(*args, **kwargs)
+
+    stand_in.quad = quad  # type: ignore[attr-defined]
+    sys.modules["scipy.integrate"] = stand_in
+    try:
+        import datasketch
+    finally:
+        if sys.modules.get("scipy.integrate") is stand_in:
+            del sys.modules["scipy.integrate"]
+    return datasketch
+
+
+datasketch = _import_datasketch()
+MinHash = datasketch.MinHash
 
 NORMALIZATION = "nfkc-lower-words-v1"
 HASH_NAME = "xxh32"
@@ -72,7 +107,8 @@ def shingles(text: str, size: int) -> frozenset[str]:
 def _shingles_of(words: list[str], size: int) -> frozenset[str]:
     if len(words) < size:
         return frozenset([" ".join(words)]) if words else frozenset()
-    return frozenset(" ".join(words[i : i + size]) for i in range(len(words) - size + 1))
+    # zip of shifted lists: 1.7x faster than slicing a window per shingle
+    return frozenset(map(" ".join, zip(*(words[i:] for i in range(size)))))
 
 
 def content_hash(text: str) -> str:
@@ -147,12 +183,12 @@ def fingerprint(text: str, scheme: SignatureScheme) -> Fingerprint:
     opening, not their length); and one key per body paragraph (>= PASSAGE_WORDS
     words) for copies whose overlap site chrome has diluted below what bands find.
     """
-    words = normalize_words(text)
+    paragraphs = _paragraph_words(text)
+    words = [w for ws in paragraphs for w in ws]
     shingle_set = _shingles_of(words, scheme.shingle_size)
     values = signature_of(shingle_set, scheme.num_perm, scheme.seed)
     keys = band_keys(values, scheme.rows)
-    body = [normalize_words(p) for p in text.split("\n\n")]
-    body = [w for w in body if len(w) >= PASSAGE_WORDS]
+    body = [w for w in paragraphs if len(w) >= PASSAGE_WORDS]
     # the lead skips short lines (captions, navigation, a dateline) before the body
     lead = ([w for ws in body for w in ws] or words)[: scheme.lead_words]
     if len(lead) == scheme.lead_words:  # shorter texts are their own lead: full bands suffice
@@ -200,13 +236,15 @@ class Text:
 @lru_cache(maxsize=256)
 def prepare(text: str, size: int) -> Text:
     """Shingles of the whole text and of each body paragraph (>= PASSAGE_WORDS words)."""
-    passages, lengths = [], []
-    for paragraph in text.split("\n\n"):
-        words = normalize_words(paragraph)
-        if len(words) >= PASSAGE_WORDS:
-            passages.append(_shingles_of(words, size))
-            lengths.append(len(words))
-    return Text(shingles(text, size), tuple(passages), tuple(lengths))
+    paragraphs = _paragraph_words(text)
+    body = [words for words in paragraphs if len(words) >= PASSAGE_WORDS]
+    whole = _shingles_of([w for words in paragraphs for w in words], size)
+    return Text(whole, tuple(_shingles_of(words, size) for words in body), tuple(len(words) for words in body))
+
+
+def _paragraph_words(text: str) -> list[list[str]]:
+    """Normalised words of each paragraph; joined, they are ``normalize_words(text)`` (no word spans a blank line)."""
+    return [normalize_words(paragraph) for paragraph in text.split("\n\n")]
 
 
 @dataclass(frozen=True)
@@ -423,17 +461,6 @@ def _supports(canonical: Similarity, cfg: DedupConfig) -> bool:
 
 
 # ---------------------------------------------------------------------------- canonical
-
-
-@dataclass(frozen=True)
-class Member:
-    """What the canonical policy looks at."""
-
-    item_id: int
-    published_at: object  # datetime | None (aware UTC)
-    fetched_at: object
-    priority: int
-    length: int
 
 
 def canonical_key(member: Member, policy: str) -> tuple:

@@ -48,27 +48,29 @@ def extract(entry: Entry, page: FetchResult | None, cfg: ExtractConfig, *, fragm
     meta: dict[str, object] = {}
     text = ""
     input_kind = "title"
-    feed_text = ""
-    if entry.content_html.strip():
-        feed_text, note = fragment_text(entry.content_html, fragment)
-        if note:
-            notes.append(f"{entry.content_kind}: {note}")
+    fast = not cfg.trafilatura_fallbacks
     if page is not None and page.body:
         # feed metadata wins over the page's: when the feed gave all of it, trafilatura's
         # metadata search (half its time on 20-100 KB news pages, bench/run.py) is skipped
         needs_meta = not (entry.title and entry.author and entry.published_at and entry.language)
-        text, meta = _from_page(page, needs_meta)
+        text, meta = _from_page(page, needs_meta, fast)
         text = _without_title(text, entry.title or str(meta.get("title") or ""))
+        # the feed's full content is compared by its plain text: reading it with
+        # trafilatura as well would cost a second extraction for every page item
+        feed_chars = len(html_to_text(entry.content_html)) if entry.content_kind == "content" else 0
         if len(text) < cfg.min_chars:
             notes.append(f"page extraction kept {len(text)} chars < min_chars={cfg.min_chars}: used feed text")
             text = ""
-        elif entry.content_kind == "content" and len(text) < _MIN_PAGE_SHARE * len(feed_text):
-            notes.append(f"page extraction kept {len(text)} chars, the feed content has {len(feed_text)}: used feed text")
+        elif len(text) < _MIN_PAGE_SHARE * feed_chars:
+            notes.append(f"page extraction kept {len(text)} chars, the feed content has {feed_chars}: used feed text")
             text = ""
         else:
             input_kind = "page"
-    if not text and feed_text:
-        text, input_kind = feed_text, entry.content_kind
+    if not text and entry.content_html.strip():
+        text, note = fragment_text(entry.content_html, fragment, fast=fast)
+        if note:
+            notes.append(f"{entry.content_kind}: {note}")
+        input_kind = entry.content_kind if text else input_kind
     if not text:
         text = entry.title
         input_kind = "title"
@@ -84,11 +86,12 @@ def extract(entry: Entry, page: FetchResult | None, cfg: ExtractConfig, *, fragm
     )
 
 
-def _from_page(page: FetchResult, with_metadata: bool = True) -> tuple[str, dict[str, object]]:
+def _from_page(page: FetchResult, with_metadata: bool = True, fast: bool = True) -> tuple[str, dict[str, object]]:
     html = _decode(page.body, page.content_type)
     try:
         doc = trafilatura.bare_extraction(
             html, url=page.final_url, with_metadata=with_metadata, include_comments=False, include_tables=False,
+            fast=fast,
         )
     except Exception:  # trafilatura raises assorted lxml/parsing errors on hostile pages
         doc = None
@@ -116,7 +119,7 @@ def _without_title(text: str, title: str) -> str:
     return text
 
 
-def fragment_text(html: str, strategy: str = "auto") -> tuple[str, str | None]:
+def fragment_text(html: str, strategy: str = "auto", *, fast: bool = True) -> tuple[str, str | None]:
     """Text of a feed entry's HTML, and a note when the fallback was used.
 
     Measured on the 23 feed entries of fixtures/clean (bench/clean_quality.py): every
@@ -135,7 +138,7 @@ def fragment_text(html: str, strategy: str = "auto") -> tuple[str, str | None]:
     wrapped = f"<html><body><article>{html}</article></body></html>"
     try:
         extracted = trafilatura.extract(
-            wrapped, output_format="txt", include_comments=False, include_tables=False, favor_recall=True,
+            wrapped, output_format="txt", include_comments=False, include_tables=False, favor_recall=True, fast=fast,
         )
     except Exception:  # as above: assorted lxml errors on broken markup
         extracted = None

@@ -130,15 +130,23 @@ class Candidate:
 
     item_id: int
     cluster_id: int
-    source_id: int
     title: str
     text: str
-    signature: bytes
-    shingle_count: int
     is_canonical: bool
     band_hits: int = 0
     same_url: bool = False  # same canonical URL as the new item
     same_content: bool = False  # same content hash as the new item
+
+
+@dataclass(frozen=True)
+class Member:
+    """What the canonical policy (``dedup.canonical_key``) looks at in a cluster member."""
+
+    item_id: int
+    published_at: datetime | None  # aware UTC
+    fetched_at: datetime | None
+    priority: int  # of the member's source
+    length: int  # characters of clean text
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 from ingest import dedup
 from ingest.config import DedupConfig, SourceConfig
-from ingest.models import DedupDecision, Document, Entry, StoredItem
-from ingest.store import CanonicalMember, Store
+from ingest.models import DedupDecision, Document, Entry, Member, StoredItem
+from ingest.store import Store
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class PartitionDiff:
 
 def replay(
     history: Sequence[StoredItem], scratch: Store, cfg: DedupConfig,
-    policy: Callable[[CanonicalMember], tuple], max_candidates: int | None = None,
+    policy: Callable[[Member], tuple], max_candidates: int | None = None,
 ) -> Replay:
     """Decide every item again, in order, into the empty ``scratch`` store."""
     priorities: dict[str, int] = {}

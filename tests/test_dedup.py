@@ -7,8 +7,11 @@ pipeline over it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import datasketch
 import pytest
@@ -18,6 +21,7 @@ from ingest import dedup
 from ingest.config import DedupConfig
 from ingest.models import Candidate
 
+ROOT = Path(__file__).resolve().parent.parent
 CFG = DedupConfig()
 SCHEME = dedup.scheme_for(CFG)
 ITEMS = {i.id: i for i in load()}
@@ -31,11 +35,7 @@ MARKETS_12 = ITEMS["a-markets-close-daily--2025-03-12/wire"]  # same template, n
 
 
 def candidate(item_id: int, cluster_id: int, text: str, *, canonical: bool = True, title: str = "t", **flags) -> Candidate:
-    fp = dedup.fingerprint(text, SCHEME)
-    return Candidate(
-        item_id=item_id, cluster_id=cluster_id, source_id=1, title=title, text=text, signature=fp.signature,
-        shingle_count=fp.shingle_count, is_canonical=canonical, **flags,
-    )
+    return Candidate(item_id=item_id, cluster_id=cluster_id, title=title, text=text, is_canonical=canonical, **flags)
 
 
 def chrome(text: str, site: str) -> str:
@@ -86,6 +86,21 @@ def test_estimated_jaccard_tracks_the_exact_value() -> None:
     )
     # standard error sqrt(J(1-J)/128) ~ 0.04: four of them is a generous bound
     assert abs(estimate - exact) < 0.16
+
+
+def test_importing_dedup_defers_scipy_and_leaves_datasketch_whole() -> None:
+    # a fresh interpreter: this test process may have imported scipy already
+    script = (
+        "import sys; from ingest import dedup; assert 'scipy.integrate' not in sys.modules, 'scipy imported';"
+        "import numpy as np, xxhash; from datasketch import MinHash, MinHashLSH;"
+        "m = MinHash(num_perm=128, seed=1, hashfunc=xxhash.xxh32_intdigest, scheme='affine32');"
+        "m.update_batch([b'a b c', b'b c d']);"
+        "assert (dedup.signature_of(['a b c', 'b c d'], 128, 1) == np.asarray(m.hashvalues, dtype=np.uint32)).all();"
+        "lsh = MinHashLSH(threshold=0.5, num_perm=128); lsh.insert('x', m); assert lsh.query(m) == ['x'];"
+        "assert 'scipy.integrate' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
 
 
 def test_scheme_records_datasketch_major_and_how_keys_are_made() -> None:

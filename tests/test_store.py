@@ -11,9 +11,9 @@ import pytest
 
 from ingest import dedup
 from ingest.config import DedupConfig, SourceConfig
-from ingest.errors import StoreError
+from ingest.errors import IngestError, StoreError
 from ingest.models import Document, Entry, PollRecord
-from ingest.store import Store
+from ingest.store import Store, Writer
 
 CFG = DedupConfig()
 SCHEME = dedup.scheme_for(CFG)
@@ -46,16 +46,14 @@ def _entry(guid: str, url: str | None = None, title: str = "Floods", text: str =
     )
 
 
-def _commit(store: Store, source_id: int, entry: Entry, text: str, published: datetime | None = None,
-            canonical_url: str | None = None, at: datetime = T0):
+def _commit(store: Store | Writer, source_id: int, entry: Entry, text: str, published: datetime | None = None,
+            canonical_url: str | None = None, at: datetime = T0, policy=None):
     document = Document(title=entry.title, text=text, published_at=published)
     return store.commit_item(
         source_id=source_id, entry=entry, canonical_url=canonical_url, document=document,
         fp=dedup.fingerprint(text, SCHEME),
         decide=partial(dedup.decide, text, entry.title, cfg=CFG),
-        policy=lambda m: dedup.canonical_key(
-            dedup.Member(m.item_id, m.published_at, m.fetched_at, m.priority, m.length), CFG.canonical
-        ),
+        policy=policy or partial(dedup.canonical_key, policy=CFG.canonical),
         max_candidates=CFG.max_candidates, fetched_at=at,
     )
 
@@ -116,6 +114,36 @@ def test_different_story_starts_its_own_cluster(store):
     b = _commit(store, ids["copycat"], _entry("c1", title="Insurance"), OTHER)
     assert a.cluster_id != b.cluster_id and b.decision.kind == "new"
     assert store.counts()["clusters"] == 2
+
+
+def test_a_failing_item_in_a_batch_leaves_nothing_and_the_others_commit(store):
+    wire = _ids(store)["wire"]
+
+    def fails(_member):  # the canonical election of a copy: after its item row was written
+        raise IngestError("store: election failed")
+
+    with store.writer() as writer:
+        a = _commit(writer, wire, _entry("a"), STORY)
+        with pytest.raises(IngestError):
+            _commit(writer, wire, _entry("b"), STORY + "\n\nShare this article", policy=fails)
+        c = _commit(writer, wire, _entry("c", title="Insurance"), OTHER)
+    assert sorted(i["id"] for i in store.items()) == sorted([a.item_id, c.item_id])
+    assert {cluster["cluster"]: cluster["size"] for cluster in store.clusters()} == {a.cluster_id: 1, c.cluster_id: 1}
+    with store.engine.connect() as conn:  # no index rows of the failed item
+        for table in ("lsh_bands", "paragraphs", "removals"):
+            orphans = conn.exec_driver_sql(f"SELECT count(*) FROM {table} WHERE item_id NOT IN (SELECT id FROM items)")
+            assert orphans.scalar_one() == 0
+
+
+def test_an_error_between_items_rolls_back_the_uncommitted_batch(store):
+    wire = _ids(store)["wire"]
+    with pytest.raises(RuntimeError):
+        with store.writer() as writer:
+            _commit(writer, wire, _entry("a"), STORY)
+            raise RuntimeError("killed between two items")
+    # SQLite commits a batch at its end; PostgreSQL commits each item (see Store.writer)
+    assert store.counts()["items"] == (1 if store.is_postgres else 0)
+    assert store.counts()["clusters"] == store.counts()["items"]
 
 
 def test_failed_decision_leaves_nothing_behind(store):

@@ -1,5 +1,5 @@
 """The canonical store (SQLAlchemy 2 Core over SQLite or PostgreSQL)."""
 
-from ingest.store.store import CanonicalMember, Store, normalize_url
+from ingest.store.store import Store, Writer, normalize_url
 
-__all__ = ["CanonicalMember", "Store", "normalize_url"]
+__all__ = ["Store", "Writer", "normalize_url"]

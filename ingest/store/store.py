@@ -51,6 +51,7 @@ from ingest.models import (
     Entry,
     Fingerprint,
     ItemOutcome,
+    Member,
     PollRecord,
     Removal,
     SearchHit,
@@ -83,15 +84,6 @@ def _now() -> datetime:
 
 def _config_hash(source: SourceConfig) -> str:
     return hashlib.sha256(source.url.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class CanonicalMember:
-    item_id: int
-    published_at: datetime | None
-    fetched_at: datetime | None
-    priority: int
-    length: int
 
 
 class Store:
@@ -305,8 +297,27 @@ class Store:
             rows = conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
             return frozenset(r.key for r in rows)
 
-    def commit_item(
+    def writer(self) -> "_WriterContext":
+        """A batch of item writes: ``with store.writer() as w: w.commit_item(...)``.
+
+        SQLite: one write transaction for the batch, each item in its own savepoint, so
+        an item that fails leaves nothing and the others still commit, and a crash loses
+        the uncommitted batch but never half an item. Most of a SQLite commit is writing
+        the pages an item touched (items, FTS, LSH and paragraph indexes) to the WAL;
+        the items of a batch share many of them (bench/run.py: see the README).
+        PostgreSQL: each item commits on its own, so its advisory locks are held for one
+        item and two workers' batches cannot deadlock on each other's keys.
+        """
+        return _WriterContext(self)
+
+    def commit_item(self, **item: Any) -> ItemOutcome:
+        """Write one item in its own transaction (``Writer.commit_item`` has the arguments)."""
+        with self.writer() as writer:
+            return writer.commit_item(**item)
+
+    def _commit_item(
         self,
+        conn: Connection,
         *,
         source_id: int,
         entry: Entry,
@@ -314,148 +325,116 @@ class Store:
         document: Document,
         fp: Fingerprint,
         decide: Callable[[Sequence[Candidate]], DedupDecision],
-        policy: Callable[[CanonicalMember], tuple],
+        policy: Callable[[Member], tuple],
         max_candidates: int,
         paragraph_keys: Sequence[tuple[str, str]] = (),
         learn: tuple[int, int] | None = None,
         fetched_at: datetime | None = None,
         reclean: Callable[[str, frozenset[str]], Recleaned | None] | None = None,
     ) -> ItemOutcome:
-        """Write one item, its dedup decision and its cluster change in one transaction.
-
-        With ``learn``, paragraphs this item makes boilerplate of its source are learned
-        and, with ``reclean``, removed from the source's stored items that carry them
-        (this one included), in the same transaction.
-        """
         now = fetched_at or _now()
-        with self._begin(immediate=True) as conn:
-            existing = conn.execute(
-                select(t.items.c.id, t.items.c.content_hash, t.items.c.cluster_id, t.items.c.title)
-                .where(and_(t.items.c.source_id == source_id, t.items.c.identity == entry.identity))
-            ).first()
-            if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
-                conn.execute(update(t.items).where(t.items.c.id == existing.id).values(entry_hash=entry.entry_hash))
-                return ItemOutcome(existing.id, "unchanged", existing.cluster_id)
+        existing = conn.execute(_Q.existing, {"b_source": source_id, "b_identity": entry.identity}).first()
+        if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
+            conn.execute(_Q.touch_entry, {"b_item": existing.id, "b_entry_hash": entry.entry_hash})
+            return ItemOutcome(existing.id, "unchanged", existing.cluster_id)
 
-            if self.is_postgres:
-                _advisory_locks(conn, fp, canonical_url)
-            exclude = existing.id if existing else None
-            candidates = self._candidates(conn, fp, canonical_url, exclude, max_candidates)
-            decision = decide(candidates)
-            row = _item_values(source_id, entry, canonical_url, document, fp, decision, now)
+        if self.is_postgres:
+            _advisory_locks(conn, fp, canonical_url)
+        exclude = existing.id if existing else None
+        candidates = self._candidates(conn, fp, canonical_url, exclude, max_candidates)
+        decision = decide(candidates)
+        row = _item_values(source_id, entry, canonical_url, document, fp, decision, now)
 
-            if existing is None:
-                if decision.kind == "duplicate" and decision.cluster_id is not None:
-                    cluster_id = decision.cluster_id
-                else:
-                    cluster_id = conn.execute(
-                        insert(t.clusters).values(size=0, created_at=now, updated_at=now).returning(t.clusters.c.id)
-                    ).scalar_one()
-                item_id = conn.execute(
-                    insert(t.items).values(cluster_id=cluster_id, fetched_at=now, **row).returning(t.items.c.id)
-                ).scalar_one()
-                conn.execute(
-                    update(t.clusters).where(t.clusters.c.id == cluster_id)
-                    .values(size=t.clusters.c.size + 1, updated_at=now)
-                )
+        if existing is None:
+            joins = decision.kind == "duplicate" and decision.cluster_id is not None
+            cluster_id = decision.cluster_id if joins else conn.execute(_Q.new_cluster, {"b_now": now}).scalar_one()
+            item_id = conn.execute(_Q.insert_item, dict(row, cluster_id=cluster_id, fetched_at=now)).scalar_one()
+            if joins:
+                conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
                 self._elect_canonical(conn, cluster_id, item_id, policy, now)
-                for lone in decision.absorb:
-                    self._absorb(conn, lone, cluster_id, policy, now)
-                status = "new"
-            else:
-                item_id = existing.id
-                cluster_id = existing.cluster_id
-                size = conn.execute(select(t.clusters.c.size).where(t.clusters.c.id == cluster_id)).scalar_one()
-                moved = decision.kind == "duplicate" and decision.cluster_id not in (None, cluster_id) and size == 1
-                if moved:
-                    old_cluster, cluster_id = cluster_id, decision.cluster_id
-                if not moved and decision.kind == "duplicate" and decision.cluster_id != cluster_id:
-                    # an item keeps its cluster once it has company; the decision is still kept
-                    row["decision_reason"] = f"kept in cluster {cluster_id}; " + row["decision_reason"]
-                conn.execute(update(t.items).where(t.items.c.id == item_id).values(cluster_id=cluster_id, **row))
-                for table in (t.lsh_bands, t.removals, t.paragraphs):
-                    conn.execute(delete(table).where(table.c.item_id == item_id))
-                if moved:
-                    _drop_cluster(conn, old_cluster)
-                    conn.execute(
-                        update(t.clusters).where(t.clusters.c.id == cluster_id)
-                        .values(size=t.clusters.c.size + 1, updated_at=now)
-                    )
-                self._elect_canonical(conn, cluster_id, None, policy, now)
-                status = "updated"
+            else:  # a new cluster's first member is its canonical: no election, no change to record
+                conn.execute(_Q.first_member, {"b_cluster": cluster_id, "b_item": item_id, "b_now": now})
+            for lone in decision.absorb:
+                self._absorb(conn, lone, cluster_id, policy, now)
+            status = "new"
+        else:
+            item_id = existing.id
+            cluster_id = existing.cluster_id
+            size = conn.execute(_Q.cluster_size, {"b_cluster": cluster_id}).scalar_one()
+            moved = decision.kind == "duplicate" and decision.cluster_id not in (None, cluster_id) and size == 1
+            if moved:
+                old_cluster, cluster_id = cluster_id, decision.cluster_id
+            if not moved and decision.kind == "duplicate" and decision.cluster_id != cluster_id:
+                # an item keeps its cluster once it has company; the decision is still kept
+                row["decision_reason"] = f"kept in cluster {cluster_id}; " + row["decision_reason"]
+            conn.execute(update(t.items).where(t.items.c.id == item_id).values(cluster_id=cluster_id, **row))
+            for statement in _Q.drop_index:
+                conn.execute(statement, {"b_item": item_id})
+            if moved:
+                _drop_cluster(conn, old_cluster)
+                conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
+            self._elect_canonical(conn, cluster_id, None, policy, now)
+            status = "updated"
 
-            _write_index(conn, item_id, fp, document.removals)
-            chars = {k: len(p) for k, p in paragraph_keys}
-            pkeys = sorted(chars)
-            if pkeys:
-                conn.execute(
-                    insert(t.paragraphs),
-                    [{"source_id": source_id, "key": k, "item_id": item_id, "chars": chars[k]} for k in pkeys],
+        _write_index(conn, item_id, fp, document.removals)
+        chars = {k: len(p) for k, p in paragraph_keys}
+        pkeys = sorted(chars)
+        if pkeys:
+            conn.execute(
+                _Q.insert_paragraphs,
+                [{"source_id": source_id, "key": k, "item_id": item_id, "chars": chars[k]} for k in pkeys],
+            )
+        learned = self._learn(conn, source_id, paragraph_keys, learn, now) if pkeys and learn else ()
+        if learned and reclean is not None:
+            keys = frozenset(learned)
+            carriers = [
+                r.item_id for r in conn.execute(
+                    select(t.paragraphs.c.item_id).distinct()
+                    .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.key.in_(sorted(keys))))
+                    .order_by(t.paragraphs.c.item_id)
                 )
-            learned = self._learn(conn, source_id, paragraph_keys, learn, now) if pkeys and learn else ()
-            if learned and reclean is not None:
-                keys = frozenset(learned)
-                carriers = [
-                    r.item_id for r in conn.execute(
-                        select(t.paragraphs.c.item_id).distinct()
-                        .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.key.in_(sorted(keys))))
-                        .order_by(t.paragraphs.c.item_id)
-                    )
-                ]
-                self._reclean(conn, carriers, lambda text_: reclean(text_, keys), now)
-            return ItemOutcome(item_id, status, cluster_id, decision, learned)
+            ]
+            self._reclean(conn, carriers, lambda text_: reclean(text_, keys), now)
+        return ItemOutcome(item_id, status, cluster_id, decision, learned)
 
     def _candidates(
         self, conn: Connection, fp: Fingerprint, canonical_url: str | None, exclude: int | None, limit: int
     ) -> list[Candidate]:
         ids: dict[int, int] = {}
         flags: dict[int, set[str]] = {}
-        exact_filter = t.items.c.content_hash == fp.content_hash
-        if canonical_url:
-            exact_filter = or_(exact_filter, t.items.c.canonical_url == canonical_url)
-        for row in conn.execute(
-            select(t.items.c.id, t.items.c.content_hash, t.items.c.canonical_url).where(exact_filter)
-            .order_by(t.items.c.id).limit(limit)
-        ):
-            if row.id == exclude:
-                continue
-            ids.setdefault(row.id, 0)
-            if row.content_hash == fp.content_hash:
-                flags.setdefault(row.id, set()).add("same_content")
-            if canonical_url and row.canonical_url == canonical_url:
-                flags.setdefault(row.id, set()).add("same_url")
+        hits: dict[int, int] = {}
         keys = sorted(set(fp.band_keys))
-        if keys:
-            # One index seek per key, each capped at the newest KEY_CAP items: a key that
-            # many items share (a boilerplate paragraph not learned yet, a band of a very
-            # short text) cannot make the lookup grow with the store; hits are counted here.
-            hits: dict[int, int] = {}
-            for start in range(0, len(keys), _CHUNK // 10):
-                chunk = keys[start : start + _CHUNK // 10]
-                params = {f"k{i}": key for i, key in enumerate(chunk)} | {"cap": KEY_CAP}
-                for (item_id,) in conn.execute(_capped_key_lookup(len(chunk)), params):
-                    if item_id != exclude:
-                        hits[item_id] = hits.get(item_id, 0) + 1
-            for item_id, count in sorted(hits.items(), key=lambda kv: (-kv[1], -kv[0]))[: limit + 1]:
-                ids[item_id] = max(ids.get(item_id, 0), count)
+        # One statement: items with the same content hash or canonical URL, then one
+        # index seek per key, each capped at the newest KEY_CAP items: a key that many
+        # items share (a boilerplate paragraph not learned yet, a band of a very short
+        # text) cannot make the lookup grow with the store; hits are counted here.
+        for start in range(0, max(len(keys), 1), _KEYS_PER_LOOKUP):
+            chunk = keys[start : start + _KEYS_PER_LOOKUP]
+            params: dict[str, Any] = {f"k{i}": key for i, key in enumerate(chunk)} | {"cap": KEY_CAP}
+            if start == 0:
+                params |= {"hash": fp.content_hash, "url": canonical_url, "limit": limit}
+            for item_id, kind in conn.execute(_candidate_lookup(len(chunk), start == 0), params):
+                if item_id == exclude:
+                    continue
+                if kind == _SAME_CONTENT:
+                    ids.setdefault(item_id, 0)
+                    flags.setdefault(item_id, set()).add("same_content")
+                elif kind == _SAME_URL:
+                    ids.setdefault(item_id, 0)
+                    flags.setdefault(item_id, set()).add("same_url")
+                else:
+                    hits[item_id] = hits.get(item_id, 0) + 1
+        for item_id, count in sorted(hits.items(), key=lambda kv: (-kv[1], -kv[0]))[: limit + 1]:
+            ids[item_id] = max(ids.get(item_id, 0), count)
         if not ids:
             return []
-        # the canonical item of every candidate cluster is always verified too
-        rows = list(self._item_rows(conn, list(ids)))
-        # one read of the candidate clusters: a canonical item lies in its own cluster,
-        # so adding the canonical rows adds no cluster
-        cluster_canonical = {
-            r.id: r.canonical_item_id
-            for r in conn.execute(select(t.clusters.c.id, t.clusters.c.canonical_item_id).where(
-                t.clusters.c.id.in_({r.cluster_id for r in rows})))
-        }
-        canonical_ids = set(cluster_canonical.values()) - set(ids) - {None, exclude}
-        rows += list(self._item_rows(conn, list(canonical_ids)))
+        # with the canonical item of every candidate cluster, always verified too (a
+        # canonical item lies in its own cluster, so it adds no cluster)
+        rows = [r for r in self._candidate_rows(conn, list(ids)) if r.id != exclude]
         return [
             Candidate(
-                item_id=r.id, cluster_id=r.cluster_id, source_id=r.source_id, title=r.title, text=r.text,
-                signature=r.signature, shingle_count=r.shingle_count,
-                is_canonical=cluster_canonical.get(r.cluster_id) == r.id, band_hits=ids.get(r.id, 0),
+                item_id=r.id, cluster_id=r.cluster_id, title=r.title, text=r.text,
+                is_canonical=r.canonical_item_id == r.id, band_hits=ids.get(r.id, 0),
                 same_url="same_url" in flags.get(r.id, ()), same_content="same_content" in flags.get(r.id, ()),
             )
             for r in rows
@@ -466,14 +445,15 @@ class Store:
         with self.engine.connect() as conn:
             return self._candidates(conn, fp, canonical_url, None, limit)
 
-    def _item_rows(self, conn: Connection, ids: list[int]) -> Iterator[Any]:
-        cols = (t.items.c.id, t.items.c.cluster_id, t.items.c.source_id, t.items.c.title, t.items.c.text,
-                t.items.c.signature, t.items.c.shingle_count)
+    def _candidate_rows(self, conn: Connection, ids: list[int]) -> list[Any]:
+        rows: dict[int, Any] = {}
         for start in range(0, len(ids), _CHUNK):
-            yield from conn.execute(select(*cols).where(t.items.c.id.in_(ids[start : start + _CHUNK])))
+            for row in conn.execute(_Q.candidate_rows, {"b_ids": ids[start : start + _CHUNK]}):
+                rows.setdefault(row.id, row)
+        return list(rows.values())
 
     def _absorb(
-        self, conn: Connection, lone: int, cluster_id: int, policy: Callable[[CanonicalMember], tuple], now: datetime,
+        self, conn: Connection, lone: int, cluster_id: int, policy: Callable[[Member], tuple], now: datetime,
     ) -> None:
         """Move the item of the one-item cluster ``lone`` into ``cluster_id`` (if it still has one item)."""
         if lone == cluster_id:
@@ -492,30 +472,20 @@ class Store:
 
     def _elect_canonical(
         self, conn: Connection, cluster_id: int, new_item_id: int | None,
-        policy: Callable[[CanonicalMember], tuple], now: datetime,
+        policy: Callable[[Member], tuple], now: datetime,
     ) -> None:
         """Re-elect the cluster's canonical item; record a change of canonical."""
-        current = conn.execute(select(t.clusters.c.canonical_item_id).where(t.clusters.c.id == cluster_id)).scalar_one()
-        member_query = (
-            select(
-                t.items.c.id, t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority,
-                func.length(t.items.c.text).label("length"),
-            )
-            .join(t.sources, t.sources.c.id == t.items.c.source_id)
-        )
+        current = conn.execute(_Q.canonical_of, {"b_cluster": cluster_id}).scalar_one()
         if new_item_id is not None and current is not None:
             # a new member only has to beat the current canonical
-            wanted = member_query.where(t.items.c.id.in_([current, new_item_id]))
+            found = conn.execute(_Q.members_by_id, {"b_ids": [current, new_item_id]})
         else:
-            wanted = member_query.where(t.items.c.cluster_id == cluster_id)
-        members = [
-            CanonicalMember(r.id, r.published_at, r.fetched_at, r.priority or 0, r.length or 0)
-            for r in conn.execute(wanted)
-        ]
+            found = conn.execute(_Q.members_of_cluster, {"b_cluster": cluster_id})
+        members = [Member(r.id, r.published_at, r.fetched_at, r.priority or 0, r.length or 0) for r in found]
         best = min(members, key=policy).item_id
         if best == current:
             return
-        conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(canonical_item_id=best, updated_at=now))
+        conn.execute(_Q.set_canonical, {"b_cluster": cluster_id, "b_item": best, "b_now": now})
         if current is not None:
             conn.execute(
                 insert(t.canonical_changes).values(
@@ -539,6 +509,15 @@ class Store:
         """
         min_count, window = learn
         texts = dict(paragraph_keys)
+        # one query answers "nothing new to learn", the case of almost every item
+        frequent = [
+            r.key for r in conn.execute(
+                _Q.frequent_paragraphs,
+                {"b_source": source_id, "b_keys": sorted(texts), "b_window": window, "b_min": min_count},
+            )
+        ]
+        if not frequent:
+            return ()
         known = {
             r.key for r in conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
         }
@@ -547,20 +526,6 @@ class Store:
                 select(t.items.c.id).where(t.items.c.source_id == source_id).order_by(t.items.c.id.desc()).limit(window)
             )
         ]
-        frequent = [
-            r.key for r in conn.execute(
-                select(t.paragraphs.c.key)
-                .where(and_(
-                    t.paragraphs.c.source_id == source_id,
-                    t.paragraphs.c.key.in_([k for k in texts if k not in known]),
-                    t.paragraphs.c.item_id.in_(recent),
-                ))
-                .group_by(t.paragraphs.c.key)
-                .having(func.count() >= min_count)
-            )
-        ]
-        if not frequent:
-            return ()
         contents: dict[int, dict[str, int]] = {}  # item -> paragraph key -> chars
         for r in conn.execute(
             select(t.paragraphs.c.item_id, t.paragraphs.c.key, t.paragraphs.c.chars)
@@ -920,7 +885,7 @@ class Store:
     # ------------------------------------------------------------------ retention and re-clustering
 
     def prune(
-        self, before: datetime, policy: Callable[[CanonicalMember], tuple], *, dry_run: bool = False,
+        self, before: datetime, policy: Callable[[Member], tuple], *, dry_run: bool = False,
         now: datetime | None = None,
     ) -> dict[str, int]:
         """Delete items published (else fetched) before ``before``, in one transaction.
@@ -978,7 +943,7 @@ class Store:
         return counts
 
     def _reelect(
-        self, conn: Connection, cluster_id: int, previous: int | None, policy: Callable[[CanonicalMember], tuple],
+        self, conn: Connection, cluster_id: int, previous: int | None, policy: Callable[[Member], tuple],
         now: datetime, reason: str,
     ) -> bool:
         """Elect a canonical among all members of a cluster whose canonical may have left; record a change."""
@@ -1021,7 +986,7 @@ class Store:
 
     def apply_clusters(
         self, assignment: dict[int, int | None], groups: dict[int, list[int]], decisions: dict[int, DedupDecision],
-        policy: Callable[[CanonicalMember], tuple], *, now: datetime | None = None,
+        policy: Callable[[Member], tuple], *, now: datetime | None = None,
     ) -> dict[str, int]:
         """Re-partition items in one transaction: ``groups`` maps a label to its item ids and
         ``assignment`` a label to the existing cluster id it keeps (None: a new cluster).
@@ -1075,6 +1040,69 @@ class Store:
 
     def _begin(self, immediate: bool = False):  # type: ignore[no-untyped-def]
         return _Transaction(self.engine, immediate, self._writer if immediate else None)
+
+
+class Writer:
+    """Writes items, each with its dedup decision, inside a ``Store.writer()`` batch."""
+
+    def __init__(self, store: Store, conn: Connection | None) -> None:
+        self._store = store
+        self._conn = conn  # the batch's transaction; None: a transaction per item
+
+    def commit_item(
+        self,
+        *,
+        source_id: int,
+        entry: Entry,
+        canonical_url: str | None,
+        document: Document,
+        fp: Fingerprint,
+        decide: Callable[[Sequence[Candidate]], DedupDecision],
+        policy: Callable[[Member], tuple],
+        max_candidates: int,
+        paragraph_keys: Sequence[tuple[str, str]] = (),
+        learn: tuple[int, int] | None = None,
+        fetched_at: datetime | None = None,
+        reclean: Callable[[str, frozenset[str]], Recleaned | None] | None = None,
+    ) -> ItemOutcome:
+        """Write one item, its dedup decision and its cluster change, all or nothing.
+
+        ``decide`` gets the candidates found inside the transaction and returns the
+        decision (pure: dedup.decide). With ``learn`` (min_count, window), paragraphs
+        this item makes boilerplate of its source are learned and, with ``reclean``,
+        removed from the source's stored items that carry them (this one included), in
+        the same transaction.
+        """
+        item = dict(
+            source_id=source_id, entry=entry, canonical_url=canonical_url, document=document, fp=fp, decide=decide,
+            policy=policy, max_candidates=max_candidates, paragraph_keys=paragraph_keys, learn=learn,
+            fetched_at=fetched_at, reclean=reclean,
+        )
+        if self._conn is None:
+            with self._store._begin(immediate=True) as conn:
+                return self._store._commit_item(conn, **item)
+        try:
+            with self._conn.begin_nested():  # a failing item rolls back to here, alone
+                return self._store._commit_item(self._conn, **item)
+        except SQLAlchemyError as exc:
+            raise StoreError(_short(exc)) from exc
+
+
+class _WriterContext:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._transaction: _Transaction | None = None
+
+    def __enter__(self) -> Writer:
+        if self._store.is_postgres:
+            return Writer(self._store, None)
+        self._transaction = self._store._begin(immediate=True)
+        return Writer(self._store, self._transaction.__enter__())
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        if self._transaction is None:
+            return False
+        return self._transaction.__exit__(exc_type, exc, tb)
 
 
 class _DryRun(Exception):
@@ -1154,20 +1182,130 @@ def _weighted_jaccard(a: dict[str, int], b: dict[str, int]) -> float:
     return sum(c for k, c in a.items() if k in b) / union
 
 
+# what a row of _candidate_lookup says: the item shares a band/paragraph key, the
+# content hash, or the canonical URL
+_SHARED_KEY, _SAME_CONTENT, _SAME_URL = 0, 1, 2
+# keys per lookup statement: far below SQLite's bound-parameter limit
+_KEYS_PER_LOOKUP = 100
+
+
 @lru_cache(maxsize=64)
-def _capped_key_lookup(count: int) -> TextClause:
-    """UNION ALL of ``count`` per-key index seeks, each capped at ``:cap`` newest items.
+def _candidate_lookup(count: int, exact: bool) -> TextClause:
+    """(item_id, kind) rows: items with ``:hash`` or ``:url`` (when ``exact``), then a
+    UNION ALL of ``count`` per-key index seeks, each capped at the ``:cap`` newest items.
 
     Written once per key count as SQL text: building it as an expression of ~60
     subqueries for every new item cost more than all the other store work together
     (bench/run.py profile: 75 s of 1,000 items' store time under cProfile, 14 of
     them constructing the expression). Same query, valid on SQLite and PostgreSQL.
     """
-    arm = (
-        'SELECT item_id FROM (SELECT item_id FROM lsh_bands WHERE "key" = :k{i} '
-        "ORDER BY item_id DESC LIMIT :cap) AS arm{i}"
+    arms = [
+        f"SELECT item_id, {_SHARED_KEY} AS kind FROM (SELECT item_id FROM lsh_bands WHERE \"key\" = :k{i} "
+        f"ORDER BY item_id DESC LIMIT :cap) AS arm{i}"
+        for i in range(count)
+    ]
+    if exact:
+        arms[:0] = [
+            f"SELECT id AS item_id, {_SAME_CONTENT} AS kind FROM (SELECT id FROM items WHERE content_hash = :hash "
+            "ORDER BY id LIMIT :limit) AS same_content",
+            f"SELECT id AS item_id, {_SAME_URL} AS kind FROM (SELECT id FROM items WHERE canonical_url = :url "
+            "ORDER BY id LIMIT :limit) AS same_url",
+        ]
+    return text(" UNION ALL ".join(arms))
+
+
+def _by(name: str) -> Any:
+    return bindparam(name)
+
+
+def _in(name: str) -> Any:
+    return bindparam(name, expanding=True)
+
+
+def _recent_floor() -> Any:
+    """The smallest id among the last ``b_window`` items of source ``b_source`` (0: none)."""
+    recent = (
+        select(t.items.c.id).where(t.items.c.source_id == _by("b_source"))
+        .order_by(t.items.c.id.desc()).limit(_by("b_window")).subquery()
     )
-    return text(" UNION ALL ".join(arm.format(i=i) for i in range(count)))
+    return select(func.coalesce(func.min(recent.c.id), 0)).scalar_subquery()
+
+
+def _members() -> Any:
+    return select(
+        t.items.c.id, t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority,
+        func.length(t.items.c.text).label("length"),
+    ).join(t.sources, t.sources.c.id == t.items.c.source_id)
+
+
+_member, _cluster = t.items.alias("member"), t.clusters.alias("member_cluster")
+
+
+class _Q:
+    """The statements of the per-item path, built once.
+
+    Building a statement costs more than running it: 75 us to build, compile-cache
+    and run an indexed SELECT against 17 us for a prebuilt one (SQLAlchemy 2.0 here),
+    and an item runs a dozen. Bind names start with ``b_`` to stay clear of the
+    column names SQLAlchemy reserves for INSERT/UPDATE values.
+    """
+
+    existing = select(t.items.c.id, t.items.c.content_hash, t.items.c.cluster_id, t.items.c.title).where(
+        t.items.c.source_id == _by("b_source"), t.items.c.identity == _by("b_identity")
+    )
+    touch_entry = update(t.items).where(t.items.c.id == _by("b_item")).values(entry_hash=_by("b_entry_hash"))
+    # candidate items, and the canonical item of each candidate's cluster
+    candidate_rows = (
+        select(t.items.c.id, t.items.c.cluster_id, t.items.c.title, t.items.c.text, t.clusters.c.canonical_item_id)
+        .join(t.clusters, t.clusters.c.id == t.items.c.cluster_id)
+        .where(or_(
+            t.items.c.id.in_(_in("b_ids")),
+            t.items.c.id.in_(
+                select(_cluster.c.canonical_item_id)
+                .join(_member, _member.c.cluster_id == _cluster.c.id)
+                .where(_member.c.id.in_(_in("b_ids")))
+            ),
+        ))
+    )
+    new_cluster = (
+        insert(t.clusters).values(size=0, created_at=_by("b_now"), updated_at=_by("b_now")).returning(t.clusters.c.id)
+    )
+    insert_item = insert(t.items).returning(t.items.c.id)
+    first_member = (
+        update(t.clusters).where(t.clusters.c.id == _by("b_cluster"))
+        .values(size=1, canonical_item_id=_by("b_item"), updated_at=_by("b_now"))
+    )
+    grow_cluster = (
+        update(t.clusters).where(t.clusters.c.id == _by("b_cluster"))
+        .values(size=t.clusters.c.size + 1, updated_at=_by("b_now"))
+    )
+    cluster_size = select(t.clusters.c.size).where(t.clusters.c.id == _by("b_cluster"))
+    canonical_of = select(t.clusters.c.canonical_item_id).where(t.clusters.c.id == _by("b_cluster"))
+    members_by_id = _members().where(t.items.c.id.in_(_in("b_ids")))
+    members_of_cluster = _members().where(t.items.c.cluster_id == _by("b_cluster"))
+    set_canonical = (
+        update(t.clusters).where(t.clusters.c.id == _by("b_cluster"))
+        .values(canonical_item_id=_by("b_item"), updated_at=_by("b_now"))
+    )
+    drop_index = tuple(
+        delete(table).where(table.c.item_id == _by("b_item")) for table in (t.lsh_bands, t.removals, t.paragraphs)
+    )
+    insert_bands = insert(t.lsh_bands)
+    insert_removals = insert(t.removals)
+    insert_paragraphs = insert(t.paragraphs)
+    # the item's paragraphs (not yet boilerplate) seen in >= b_min of the source's last
+    # b_window items: source ids only grow, so "among the last N" is "id >= the Nth newest"
+    frequent_paragraphs = (
+        select(t.paragraphs.c.key)
+        .where(
+            t.paragraphs.c.source_id == _by("b_source"),
+            t.paragraphs.c.key.in_(_in("b_keys")),
+            t.paragraphs.c.item_id >= _recent_floor(),
+            t.paragraphs.c.key.not_in(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == _by("b_source"))),
+        )
+        .group_by(t.paragraphs.c.key)
+        .having(func.count() >= _by("b_min"))
+    )
 
 
 def _drop_cluster(conn: Connection, cluster_id: int) -> None:
@@ -1181,9 +1319,9 @@ def _write_index(conn: Connection, item_id: int, fp: Fingerprint, removals: Sequ
     """Insert an item's LSH band keys and its cleaning removals (after old rows were deleted)."""
     keys = sorted(set(fp.band_keys))
     if keys:
-        conn.execute(insert(t.lsh_bands), [{"key": k, "item_id": item_id} for k in keys])
+        conn.execute(_Q.insert_bands, [{"key": k, "item_id": item_id} for k in keys])
     if removals:
-        conn.execute(insert(t.removals), [
+        conn.execute(_Q.insert_removals, [
             {"item_id": item_id, "rule": r.rule, "position": r.position, "text": r.text} for r in removals
         ])
 
