@@ -311,16 +311,18 @@ def test_process_pool_gives_the_same_items_and_clusters_as_one_process(httpserve
     assert sum("Harbour Gazette morning briefing" not in text for text in gazette) >= 6
 
 
-def test_cpu_pool_runs_work_in_other_processes():
+def test_cpu_pool_runs_work_in_other_processes_at_lower_priority():
     import os
 
-    from ingest.pipeline import cpu_pool
+    from ingest.pipeline import WORKER_NICE, cpu_pool
 
     assert cpu_pool(1) is None
     pool = cpu_pool(2)
     assert pool is not None
     with pool:
         assert pool.submit(os.getpid).result() != os.getpid()
+        # the store writer (this process) comes first when the CPUs are busy
+        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)
 
 
 def test_show_lists_removals_in_text_order_with_rule_names(demo_run, cli):

@@ -413,7 +413,7 @@ class Store:
             params: dict[str, Any] = {f"k{i}": key for i, key in enumerate(chunk)} | {"cap": KEY_CAP}
             if start == 0:
                 params |= {"hash": fp.content_hash, "url": canonical_url, "limit": limit}
-            for item_id, kind in conn.execute(_candidate_lookup(len(chunk), start == 0), params):
+            for item_id, kind, count in conn.execute(_candidate_lookup(len(chunk), start == 0), params):
                 if item_id == exclude:
                     continue
                 if kind == _SAME_CONTENT:
@@ -423,7 +423,7 @@ class Store:
                     ids.setdefault(item_id, 0)
                     flags.setdefault(item_id, set()).add("same_url")
                 else:
-                    hits[item_id] = hits.get(item_id, 0) + 1
+                    hits[item_id] = hits.get(item_id, 0) + count
         for item_id, count in sorted(hits.items(), key=lambda kv: (-kv[1], -kv[0]))[: limit + 1]:
             ids[item_id] = max(ids.get(item_id, 0), count)
         if not ids:
@@ -1191,8 +1191,10 @@ _KEYS_PER_LOOKUP = 100
 
 @lru_cache(maxsize=64)
 def _candidate_lookup(count: int, exact: bool) -> TextClause:
-    """(item_id, kind) rows: items with ``:hash`` or ``:url`` (when ``exact``), then a
-    UNION ALL of ``count`` per-key index seeks, each capped at the ``:cap`` newest items.
+    """(item_id, kind, hits) rows: items with ``:hash`` or ``:url`` (when ``exact``), and
+    items found by ``count`` per-key index seeks, each capped at the ``:cap`` newest
+    items, with the number of keys they share. Counted in SQL: a copy shares dozens of
+    keys, and one row per item instead of one per key and item is less to fetch.
 
     Written once per key count as SQL text: building it as an expression of ~60
     subqueries for every new item cost more than all the other store work together
@@ -1211,7 +1213,7 @@ def _candidate_lookup(count: int, exact: bool) -> TextClause:
             f"SELECT id AS item_id, {_SAME_URL} AS kind FROM (SELECT id FROM items WHERE canonical_url = :url "
             "ORDER BY id LIMIT :limit) AS same_url",
         ]
-    return text(" UNION ALL ".join(arms))
+    return text(f"SELECT item_id, kind, count(*) AS hits FROM ({' UNION ALL '.join(arms)}) AS found GROUP BY item_id, kind")
 
 
 def _by(name: str) -> Any:
