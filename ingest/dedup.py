@@ -325,7 +325,9 @@ class Match:
         return self.sim.method
 
 
-def decide(text: str, title: str, candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision:
+def decide(
+    text: str, title: str, candidates: Sequence[Candidate], cfg: DedupConfig, shingle_count: int | None = None,
+) -> DedupDecision:
     """Which cluster a new text joins, verified against each candidate's real text.
 
     Exact copies come first: the same canonical URL, or the same normalised text (for
@@ -336,16 +338,20 @@ def decide(text: str, title: str, candidates: Sequence[Candidate], cfg: DedupCon
     match (Jaccard or containment at half those levels, or two shared body
     paragraphs): one bridging member cannot pull a different story in. The best-scoring
     cluster wins; two existing clusters are never merged.
+
+    ``shingle_count`` (the fingerprint's) spares shingling the text when there are
+    no candidates to verify, which is most items.
     """
+    if not candidates:
+        count = len(shingles(text, cfg.shingle_size)) if shingle_count is None else shingle_count
+        return DedupDecision(kind="new", candidates=0, reason=_too_short(count, cfg) or "no candidates")
     new = prepare(text, cfg.shingle_size)
     exact = _exact(new.shingles, title, candidates, cfg)
     if exact is not None:
         return exact
-    if len(new.shingles) < cfg.min_shingles:
-        return DedupDecision(
-            kind="new", candidates=len(candidates),
-            reason=f"{len(new.shingles)} shingles < min_shingles={cfg.min_shingles}: only exact matches merge",
-        )
+    short = _too_short(len(new.shingles), cfg)
+    if short:
+        return DedupDecision(kind="new", candidates=len(candidates), reason=short)
     by_cluster: dict[int, list[Match]] = {}
     for candidate in candidates:
         sim = similarity(new, prepare(candidate.text, cfg.shingle_size), cfg)
@@ -425,6 +431,13 @@ def _covered(lone: Text, new: Text, shared: frozenset[str], cfg: DedupConfig) ->
         return True
     found, share = _passages(lone, new)
     return bool(cfg.min_passages) and found >= min(cfg.min_passages, len(lone.passages)) > 0 and share >= cfg.passage_share
+
+
+def _too_short(shingle_count: int, cfg: DedupConfig) -> str:
+    """Why a text this short merges only by URL or exact content ('' when it is long enough)."""
+    if shingle_count < cfg.min_shingles:
+        return f"{shingle_count} shingles < min_shingles={cfg.min_shingles}: only exact matches merge"
+    return ""
 
 
 def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision | None:

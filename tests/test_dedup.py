@@ -120,6 +120,14 @@ def test_a_teaser_and_a_chrome_wrapped_copy_share_index_keys_with_the_original()
 # ---------------------------------------------------------------------------- decide
 
 
+def test_without_candidates_the_decision_needs_only_the_shingle_count() -> None:
+    for text in (FLOOD.text, "Too short to merge by similarity"):
+        count = dedup.fingerprint(text, SCHEME).shingle_count
+        assert dedup.decide(text, "t", [], CFG, shingle_count=count) == dedup.decide(text, "t", [], CFG)
+    assert dedup.decide(FLOOD.text, "t", [], CFG).reason == "no candidates"
+    assert dedup.decide("", "t", [], CFG, shingle_count=5).reason.startswith("5 shingles < min_shingles=30")
+
+
 def test_same_canonical_url_is_a_duplicate_whatever_the_text() -> None:
     decision = dedup.decide("completely different words here", "x", [candidate(7, 3, FLOOD.text, same_url=True)], CFG)
     assert (decision.kind, decision.cluster_id, decision.method) == ("duplicate", 3, "url")

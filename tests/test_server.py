@@ -144,7 +144,9 @@ def test_metrics_count_what_the_store_holds(tmp_path: Path, write_config, feed_s
     assert 'url="' not in body and "127.0.0.1" not in body  # names only, never URLs
 
     feed_server.feed("/b", [("b3", "four", words(4)), ("b1", "three", words(3)), ("b2", "copy", text)])
-    daemon.wait_for(lambda: metric(get(base + "/metrics")[2], "ingest_items_total", source="b") >= 3, 10, "b3")
+    # new items only: b already counts 2 new + 1 duplicate, a sum over outcomes would not wait for b3
+    daemon.wait_for(lambda: metric(get(base + "/metrics")[2], "ingest_items_total", source="b", outcome="new") >= 3,
+                    10, "b3")
     stored = run_cli("items", "--json", "--source", "b", "-c", str(config)).stdout.splitlines()
     assert metric(get(base + "/metrics")[2], "ingest_items_total", source="b", outcome="new") == len(stored) == 3
     assert daemon.stop() == 0
