@@ -239,8 +239,7 @@ def test_footer_in_three_stories_is_learned_and_removed_from_earlier_items(store
 
     # the LSH index follows the new text: the clean story finds its re-signed item
     clean_fp = dedup.fingerprint(STORIES[0], SCHEME)
-    with store.engine.connect() as conn:
-        found = store._candidates(conn, clean_fp, None, None, 10)
+    found = store.candidates(clean_fp, None, 10)
     assert outcomes[0].item_id in {c.item_id for c in found if c.same_content}
 
 

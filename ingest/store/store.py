@@ -38,7 +38,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.config import SourceConfig
@@ -341,7 +340,7 @@ class Store:
         if self.is_postgres:
             _advisory_locks(conn, fp, canonical_url)
         exclude = existing.id if existing else None
-        candidates = self._candidates(conn, fp, canonical_url, exclude, max_candidates)
+        candidates, canonicals = self._lookup(conn, fp, canonical_url, exclude, max_candidates)
         decision = decide(candidates)
         row = _item_values(source_id, entry, canonical_url, document, fp, decision, now)
 
@@ -351,7 +350,13 @@ class Store:
             item_id = conn.execute(_Q.insert_item, dict(row, cluster_id=cluster_id, fetched_at=now)).scalar_one()
             if joins:
                 conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
-                self._elect_canonical(conn, cluster_id, item_id, policy, now)
+                current = canonicals.get(cluster_id)
+                if current is None:
+                    self._elect_canonical(conn, cluster_id, item_id, policy, now)
+                else:  # the new member only has to beat the canonical, read with the candidates
+                    priority = conn.execute(_Q.source_priority, {"b_source": source_id}).scalar_one()
+                    new = Member(item_id, document.published_at, now, priority or 0, len(document.text))
+                    _set_canonical(conn, cluster_id, current.item_id, min((current, new), key=policy).item_id, now)
             else:  # a new cluster's first member is its canonical: no election, no change to record
                 conn.execute(_Q.first_member, {"b_cluster": cluster_id, "b_item": item_id, "b_now": now})
             for lone in decision.absorb:
@@ -382,7 +387,7 @@ class Store:
         if pkeys:
             _insert_rows(conn, t.paragraphs, ("source_id", "key", "item_id", "chars"),
                          [(source_id, k, item_id, chars[k]) for k in pkeys])
-        learned = self._learn(conn, source_id, paragraph_keys, learn, now) if pkeys and learn else ()
+        learned = self._learn(conn, source_id, item_id, paragraph_keys, learn, now) if pkeys and learn else ()
         if learned and reclean is not None:
             keys = frozenset(learned)
             carriers = [
@@ -395,9 +400,10 @@ class Store:
             self._reclean(conn, carriers, lambda text_: reclean(text_, keys), now)
         return ItemOutcome(item_id, status, cluster_id, decision, learned)
 
-    def _candidates(
+    def _lookup(
         self, conn: Connection, fp: Fingerprint, canonical_url: str | None, exclude: int | None, limit: int
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], dict[int, Member]]:
+        """The candidates for an item with ``fp``, and the canonical member of each candidate cluster."""
         ids: dict[int, int] = {}
         flags: dict[int, set[str]] = {}
         hits: dict[int, int] = {}
@@ -411,7 +417,8 @@ class Store:
             params: dict[str, Any] = {f"k{i}": key for i, key in enumerate(chunk)} | {"cap": KEY_CAP}
             if start == 0:
                 params |= {"hash": fp.content_hash, "url": canonical_url, "limit": limit}
-            for item_id, kind, count in conn.execute(_candidate_lookup(len(chunk), start == 0), params):
+            lookup = _candidate_lookup(len(chunk), start == 0, conn.dialect.paramstyle)
+            for item_id, kind, count in conn.exec_driver_sql(lookup, params):
                 if item_id == exclude:
                     continue
                 if kind == _SAME_CONTENT:
@@ -425,11 +432,11 @@ class Store:
         for item_id, count in sorted(hits.items(), key=lambda kv: (-kv[1], -kv[0]))[: limit + 1]:
             ids[item_id] = max(ids.get(item_id, 0), count)
         if not ids:
-            return []
+            return [], {}
         # with the canonical item of every candidate cluster, always verified too (a
         # canonical item lies in its own cluster, so it adds no cluster)
         rows = [r for r in self._candidate_rows(conn, list(ids)) if r.id != exclude]
-        return [
+        candidates = [
             Candidate(
                 item_id=r.id, cluster_id=r.cluster_id, title=r.title, text=r.text,
                 is_canonical=r.canonical_item_id == r.id, band_hits=ids.get(r.id, 0),
@@ -437,11 +444,16 @@ class Store:
             )
             for r in rows
         ]
+        canonicals = {
+            r.cluster_id: Member(r.id, r.published_at, r.fetched_at, r.priority or 0, len(r.text))
+            for r in rows if r.canonical_item_id == r.id
+        }
+        return candidates, canonicals
 
     def candidates(self, fp: Fingerprint, canonical_url: str | None = None, limit: int = 20) -> list[Candidate]:
         """The candidates a new item with fingerprint ``fp`` would be verified against (read-only)."""
         with self.engine.connect() as conn:
-            return self._candidates(conn, fp, canonical_url, None, limit)
+            return self._lookup(conn, fp, canonical_url, None, limit)[0]
 
     def _candidate_rows(self, conn: Connection, ids: list[int]) -> list[Any]:
         rows: dict[int, Any] = {}
@@ -480,20 +492,10 @@ class Store:
         else:
             found = conn.execute(_Q.members_of_cluster, {"b_cluster": cluster_id})
         members = [Member(r.id, r.published_at, r.fetched_at, r.priority or 0, r.length or 0) for r in found]
-        best = min(members, key=policy).item_id
-        if best == current:
-            return
-        conn.execute(_Q.set_canonical, {"b_cluster": cluster_id, "b_item": best, "b_now": now})
-        if current is not None:
-            conn.execute(
-                insert(t.canonical_changes).values(
-                    cluster_id=cluster_id, old_item_id=current, new_item_id=best, changed_at=now,
-                    reason="a better candidate under the canonical policy",
-                )
-            )
+        _set_canonical(conn, cluster_id, current, min(members, key=policy).item_id, now)
 
     def _learn(
-        self, conn: Connection, source_id: int, paragraph_keys: Sequence[tuple[str, str]],
+        self, conn: Connection, source_id: int, item_id: int, paragraph_keys: Sequence[tuple[str, str]],
         learn: tuple[int, int], now: datetime,
     ) -> tuple[str, ...]:
         """Mark paragraphs seen in >= min_count different texts among the source's last ``window`` items.
@@ -511,7 +513,7 @@ class Store:
         frequent = [
             r.key for r in conn.execute(
                 _Q.frequent_paragraphs,
-                {"b_source": source_id, "b_keys": sorted(texts), "b_window": window, "b_min": min_count},
+                {"b_source": source_id, "b_item": item_id, "b_window": window, "b_min": min_count},
             )
         ]
         if not frequent:
@@ -1079,9 +1081,19 @@ class Writer:
         if self._conn is None:
             with self._store._begin(immediate=True) as conn:
                 return self._store._commit_item(conn, **item)
+        # a failing item rolls back to its savepoint, alone. Issued as SQL: SQLAlchemy's
+        # begin_nested() cost 8 % of the writer's Python time, and only SQLite gets here
+        conn = self._conn
         try:
-            with self._conn.begin_nested():  # a failing item rolls back to here, alone
-                return self._store._commit_item(self._conn, **item)
+            conn.exec_driver_sql("SAVEPOINT item")
+            try:
+                outcome = self._store._commit_item(conn, **item)
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT item")
+                conn.exec_driver_sql("RELEASE SAVEPOINT item")
+                raise
+            conn.exec_driver_sql("RELEASE SAVEPOINT item")
+            return outcome
         except SQLAlchemyError as exc:
             raise StoreError(_short(exc)) from exc
 
@@ -1188,30 +1200,34 @@ _KEYS_PER_LOOKUP = 100
 
 
 @lru_cache(maxsize=64)
-def _candidate_lookup(count: int, exact: bool) -> TextClause:
-    """(item_id, kind, hits) rows: items with ``:hash`` or ``:url`` (when ``exact``), and
-    items found by ``count`` per-key index seeks, each capped at the ``:cap`` newest
+def _candidate_lookup(count: int, exact: bool, paramstyle: str) -> str:
+    """(item_id, kind, hits) rows: items with ``hash`` or ``url`` (when ``exact``), and
+    items found by ``count`` per-key index seeks, each capped at the ``cap`` newest
     items, with the number of keys they share. Counted in SQL: a copy shares dozens of
     keys, and one row per item instead of one per key and item is less to fetch.
 
-    Written once per key count as SQL text: building it as an expression of ~60
-    subqueries for every new item cost more than all the other store work together
-    (bench/run.py profile: 75 s of 1,000 items' store time under cProfile, 14 of
-    them constructing the expression). Same query, valid on SQLite and PostgreSQL.
+    SQL text for the driver, written once per key count and parameter style: building
+    it as an expression of ~60 subqueries for every new item cost more than all the
+    other store work together (bench/run.py profile: 14 of 75 s under cProfile), and
+    even a prebuilt text() spent most of its time binding the ~60 parameters. Same
+    query on SQLite and PostgreSQL.
     """
+    def p(name: str) -> str:
+        return f"%({name})s" if paramstyle == "pyformat" else f":{name}"
+
     arms = [
-        f"SELECT item_id, {_SHARED_KEY} AS kind FROM (SELECT item_id FROM lsh_bands WHERE \"key\" = :k{i} "
-        f"ORDER BY item_id DESC LIMIT :cap) AS arm{i}"
+        f'SELECT item_id, {_SHARED_KEY} AS kind FROM (SELECT item_id FROM lsh_bands WHERE "key" = {p(f"k{i}")} '
+        f"ORDER BY item_id DESC LIMIT {p('cap')}) AS arm{i}"
         for i in range(count)
     ]
     if exact:
         arms[:0] = [
-            f"SELECT id AS item_id, {_SAME_CONTENT} AS kind FROM (SELECT id FROM items WHERE content_hash = :hash "
-            "ORDER BY id LIMIT :limit) AS same_content",
-            f"SELECT id AS item_id, {_SAME_URL} AS kind FROM (SELECT id FROM items WHERE canonical_url = :url "
-            "ORDER BY id LIMIT :limit) AS same_url",
+            f"SELECT id AS item_id, {_SAME_CONTENT} AS kind FROM (SELECT id FROM items WHERE content_hash = {p('hash')} "
+            f"ORDER BY id LIMIT {p('limit')}) AS same_content",
+            f"SELECT id AS item_id, {_SAME_URL} AS kind FROM (SELECT id FROM items WHERE canonical_url = {p('url')} "
+            f"ORDER BY id LIMIT {p('limit')}) AS same_url",
         ]
-    return text(f"SELECT item_id, kind, count(*) AS hits FROM ({' UNION ALL '.join(arms)}) AS found GROUP BY item_id, kind")
+    return f"SELECT item_id, kind, count(*) AS hits FROM ({' UNION ALL '.join(arms)}) AS found GROUP BY item_id, kind"
 
 
 def _by(name: str) -> Any:
@@ -1239,6 +1255,7 @@ def _members() -> Any:
 
 
 _member, _cluster = t.items.alias("member"), t.clusters.alias("member_cluster")
+_own = t.paragraphs.alias("own")
 
 
 class _Q:
@@ -1256,8 +1273,12 @@ class _Q:
     touch_entry = update(t.items).where(t.items.c.id == _by("b_item")).values(entry_hash=_by("b_entry_hash"))
     # candidate items, and the canonical item of each candidate's cluster
     candidate_rows = (
-        select(t.items.c.id, t.items.c.cluster_id, t.items.c.title, t.items.c.text, t.clusters.c.canonical_item_id)
+        select(
+            t.items.c.id, t.items.c.cluster_id, t.items.c.title, t.items.c.text, t.clusters.c.canonical_item_id,
+            t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority,
+        )
         .join(t.clusters, t.clusters.c.id == t.items.c.cluster_id)
+        .join(t.sources, t.sources.c.id == t.items.c.source_id)
         .where(or_(
             t.items.c.id.in_(_in("b_ids")),
             t.items.c.id.in_(
@@ -1283,6 +1304,8 @@ class _Q:
     canonical_of = select(t.clusters.c.canonical_item_id).where(t.clusters.c.id == _by("b_cluster"))
     members_by_id = _members().where(t.items.c.id.in_(_in("b_ids")))
     members_of_cluster = _members().where(t.items.c.cluster_id == _by("b_cluster"))
+    source_priority = select(t.sources.c.priority).where(t.sources.c.id == _by("b_source"))
+    record_change = insert(t.canonical_changes)
     set_canonical = (
         update(t.clusters).where(t.clusters.c.id == _by("b_cluster"))
         .values(canonical_item_id=_by("b_item"), updated_at=_by("b_now"))
@@ -1296,13 +1319,27 @@ class _Q:
         select(t.paragraphs.c.key)
         .where(
             t.paragraphs.c.source_id == _by("b_source"),
-            t.paragraphs.c.key.in_(_in("b_keys")),
+            t.paragraphs.c.key.in_(  # the new item's paragraphs, already written
+                select(_own.c.key).where(_own.c.item_id == _by("b_item"), _own.c.source_id == _by("b_source"))
+            ),
             t.paragraphs.c.item_id >= _recent_floor(),
             t.paragraphs.c.key.not_in(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == _by("b_source"))),
         )
         .group_by(t.paragraphs.c.key)
         .having(func.count() >= _by("b_min"))
     )
+
+
+def _set_canonical(conn: Connection, cluster_id: int, current: int | None, best: int, now: datetime) -> None:
+    """Make ``best`` the cluster's canonical item; record the change when there was one before."""
+    if best == current:
+        return
+    conn.execute(_Q.set_canonical, {"b_cluster": cluster_id, "b_item": best, "b_now": now})
+    if current is not None:
+        conn.execute(_Q.record_change, {
+            "cluster_id": cluster_id, "old_item_id": current, "new_item_id": best, "changed_at": now,
+            "reason": "a better candidate under the canonical policy",
+        })
 
 
 def _drop_cluster(conn: Connection, cluster_id: int) -> None:
