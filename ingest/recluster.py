@@ -1,7 +1,7 @@
 """Re-clustering for tuning: replay the dedup decisions over the stored history.
 
 ``replay(history, scratch, cfg, policy)`` feeds every stored item, in (published
-else fetched, id) order, through ``Store.commit_item`` of a scratch store (a
+else fetched, id) order, through ``Writer.commit_item`` of a scratch store (a
 temporary SQLite file the caller opens): the same candidate lookup, the same
 ``dedup.decide`` and the same canonical election as ingestion, so the new partition
 is what ingesting that history with ``cfg`` would have made, and the real store is
@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 from ingest import dedup
 from ingest.config import DedupConfig, SourceConfig
-from ingest.models import DedupDecision, Document, Entry, Member, StoredItem
-from ingest.store import Store
+from ingest.models import DedupDecision, Document, Entry, ItemOutcome, Member, StoredItem
+from ingest.store import Store, Writer
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,10 @@ class PartitionDiff:
         return dict(self.__dict__)
 
 
+# items per write transaction of the replay
+REPLAY_BATCH = 500
+
+
 def replay(
     history: Sequence[StoredItem], scratch: Store, cfg: DedupConfig,
     policy: Callable[[Member], tuple], max_candidates: int | None = None,
@@ -61,27 +65,17 @@ def replay(
     scratch_to_stored: dict[int, int] = {}
     labels: dict[int, int] = {}
     decisions: dict[int, DedupDecision] = {}
-    for item in history:
-        # identity goes in as the guid, so Entry.identity is the stored identity
-        entry = Entry(
-            guid=item.identity, url=item.url, title=item.title, author=item.author, published_at=item.published_at,
-            updated_at=None, content_html="", content_kind=item.input_kind, entry_hash=item.identity,
-        )
-        document = Document(
-            title=item.title, text=item.text, author=item.author, published_at=item.published_at,
-            language=item.language, input_kind=item.input_kind,
-        )
-        outcome = scratch.commit_item(
-            source_id=states[item.source].source_id, entry=entry, canonical_url=item.canonical_url,
-            document=document, fp=item.fingerprint, decide=partial(dedup.decide, item.text, item.title, cfg=cfg),
-            policy=policy, max_candidates=max_candidates or cfg.max_candidates, fetched_at=item.fetched_at,
-        )
-        scratch_to_stored[outcome.item_id] = item.item_id
-        labels[item.item_id] = outcome.cluster_id
-        decision = outcome.decision or DedupDecision(kind="new")
-        if decision.matched_item_id is not None:
-            decision = replace(decision, matched_item_id=scratch_to_stored.get(decision.matched_item_id))
-        decisions[item.item_id] = decision
+    for start in range(0, len(history), REPLAY_BATCH):
+        # the scratch store is thrown away: large write batches, nothing to keep safe
+        with scratch.writer() as writer:
+            for item in history[start : start + REPLAY_BATCH]:
+                outcome = _replay_one(item, writer, states[item.source].source_id, cfg, policy, max_candidates)
+                scratch_to_stored[outcome.item_id] = item.item_id
+                labels[item.item_id] = outcome.cluster_id
+                decision = outcome.decision or DedupDecision(kind="new")
+                if decision.matched_item_id is not None:
+                    decision = replace(decision, matched_item_id=scratch_to_stored.get(decision.matched_item_id))
+                decisions[item.item_id] = decision
     # the final partition, read back: a later copy may have moved a lone item into its
     # cluster (DedupDecision.absorb), after that item's own outcome was returned
     for row in scratch.items():
@@ -93,6 +87,25 @@ def replay(
             )
     return Replay(labels, decisions)
 
+
+def _replay_one(
+    item: StoredItem, writer: Writer, source_id: int, cfg: DedupConfig, policy: Callable[[Member], tuple],
+    max_candidates: int | None,
+) -> ItemOutcome:
+    # identity goes in as the guid, so Entry.identity is the stored identity
+    entry = Entry(
+        guid=item.identity, url=item.url, title=item.title, author=item.author, published_at=item.published_at,
+        updated_at=None, content_html="", content_kind=item.input_kind, entry_hash=item.identity,
+    )
+    document = Document(
+        title=item.title, text=item.text, author=item.author, published_at=item.published_at,
+        language=item.language, input_kind=item.input_kind,
+    )
+    return writer.commit_item(
+        source_id=source_id, entry=entry, canonical_url=item.canonical_url,
+        document=document, fp=item.fingerprint, decide=partial(dedup.decide, item.text, item.title, cfg=cfg),
+        policy=policy, max_candidates=max_candidates or cfg.max_candidates, fetched_at=item.fetched_at,
+    )
 
 def with_threshold(cfg: DedupConfig, threshold: float) -> DedupConfig:
     """``cfg`` with Jaccard ``threshold`` and every other merge bar raised to at least it.

@@ -154,6 +154,21 @@ def _guids(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT guid FROM items")}
 
 
+def _stored(db: Path) -> int:
+    """Items in the store now (0 before it exists), read without the CLI's start-up time."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+# A feed big enough that writing it takes seconds (the stop tests signal mid-feed): 300
+# items sufficed until write batches made the store fast enough to finish within the
+# half second these tests used to wait.
+ITEMS = 2000
+
+
 def _integrity(db: Path) -> str:
     with sqlite3.connect(db) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -242,15 +257,14 @@ def test_sigterm_during_a_slow_response_exits_0_in_time(write_config, feed_serve
 def test_second_signal_exits_at_once_without_corrupting_the_store(
     write_config, feed_server, start_daemon, data_dir
 ) -> None:
-    # many items: the second signal lands while items are being written
-    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i, 300)) for i in range(300)])
+    # many items (seconds of work): the signals land while items are being written
+    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i)) for i in range(ITEMS)])
     feed_server.feed("/slow", [("s1", "slow", words(99))])
     feed_server.delay["/slow"] = 30.0
     config = _config(write_config, [("a", feed_server.url("/a")), ("slow", feed_server.url("/slow"))],
                      shutdown=20)
     daemon = start_daemon(config)
-    daemon.wait_for(lambda: feed_server.hits.get("/slow") and feed_server.hits.get("/a"), 10, "both requests")
-    time.sleep(0.3)
+    daemon.wait_for(lambda: feed_server.hits.get("/slow") and _stored(data_dir / "store.db"), 20, "the first items")
     daemon.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     sent = time.monotonic()
@@ -260,24 +274,24 @@ def test_second_signal_exits_at_once_without_corrupting_the_store(
     assert "SIGTERM again: exiting at once" in daemon.log
     assert _integrity(data_dir / "store.db") == "ok"
     stored = _items(config)
-    assert len(stored) < 300 and all(item["text"] for item in stored)  # whole items only
+    assert len(stored) < ITEMS and all(item["text"] for item in stored)  # whole items only
 
 
 def test_sigterm_lets_the_item_in_hand_finish_and_exits_0(write_config, feed_server, start_daemon, data_dir) -> None:
-    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i, 300)) for i in range(300)])
+    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i)) for i in range(ITEMS)])
     config = _config(write_config, [("a", feed_server.url("/a"))], shutdown=20)
     daemon = start_daemon(config)
-    daemon.wait_for(lambda: feed_server.hits.get("/a"), 10, "the request")
-    time.sleep(0.5)
+    daemon.wait_for(lambda: _stored(data_dir / "store.db"), 20, "the first items")
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(20) == 0
     assert "entries not processed" in daemon.log and "INFO ingest.daemon: stopped" in daemon.log
     assert _integrity(data_dir / "store.db") == "ok"
     first = len(_items(config))
-    assert 0 < first < 300
+    assert 0 < first < ITEMS
     # the rest is done on the next start: the interrupted poll was not recorded
     daemon = start_daemon(config)
-    daemon.wait_for(lambda: len(_items(config)) == 300, 30, "the remaining items")
+    daemon.wait_for(lambda: _stored(data_dir / "store.db") == ITEMS, 60, "the remaining items")
+    assert len(_items(config)) == ITEMS
     assert daemon.stop() == 0
 
 
