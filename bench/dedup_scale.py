@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import sqlite3
+import uuid
 import statistics
 import subprocess
 import sys
@@ -159,14 +160,16 @@ def _write(conn, start, texts, prints, source_id, now, keys_all, ids_all, filled
     clusters, items = [], []
     for offset, (text, (content_hash, count, signature, keys)) in enumerate(zip(texts, prints)):
         item_id = start + offset + 1
-        clusters.append((item_id, item_id, 1, now, now))
+        clusters.append((item_id, item_id, 1, now, now, str(uuid.UUID(int=item_id))))  # uid: unique per cluster
         items.append((item_id, source_id, f"s{item_id}", f"s{item_id}", f"Story {item_id}", now, now, f"e{item_id}",
                       "content", render(text), content_hash, count, signature, item_id, "none", 0.0, 0.0, "synthetic"))
         unique = sorted(set(keys))
         keys_all[filled : filled + len(unique)] = unique
         ids_all[filled : filled + len(unique)] = item_id
         filled += len(unique)
-    conn.executemany("INSERT INTO clusters (id, canonical_item_id, size, created_at, updated_at) VALUES (?,?,?,?,?)", clusters)
+    conn.executemany(
+        "INSERT INTO clusters (id, canonical_item_id, size, created_at, updated_at, uid) VALUES (?,?,?,?,?,?)", clusters
+    )
     conn.executemany(
         "INSERT INTO items (id, source_id, identity, guid, title, fetched_at, updated_at, entry_hash, input_kind, text, "
         "content_hash, shingle_count, signature, cluster_id, decision_method, decision_similarity, "
