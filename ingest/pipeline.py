@@ -29,10 +29,11 @@ from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, StoreE
 from ingest.extract import extract
 from ingest.fetch import Fetcher
 from ingest.models import (
-    Document, Entry, FetchResult, Fingerprint, Member, ParsedFeed, PollRecord, Removal, SourceReport, SourceState,
+    Document, Entry, FetchResult, Fingerprint, ItemOutcome, Member, ParsedFeed, PollRecord, Removal, SourceReport,
+    SourceState,
 )
 from ingest.parse import parse
-from ingest.store import Store
+from ingest.store import Store, Writer
 from ingest.urls import canonical_url, is_http_url, redact_url
 
 log = logging.getLogger("ingest")
@@ -229,35 +230,17 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
                 if item.error is not None:
                     item_errors.append(f"{item.entry.identity}: {item.error}")
                     continue
-                entry, document, fp, paragraph_keys = item.entry, item.document, item.fp, item.paragraph_keys
-                assert item.raw is not None and document is not None and fp is not None
                 if learned is not prepared_with:
                     # an earlier item of this source made paragraphs boilerplate after the
                     # worker cleaned this one: clean it again, exactly as a serial run would
                     # (rare; inside the batch, so its time counts as store time)
-                    document = clean(item.raw, rules, learned)
-                    paragraph_keys = tuple(_paragraph_keys(document))
-                    fp = dedup.fingerprint(document.text, deps.scheme)
+                    item = _cleaned_again(item, rules, learned, deps.scheme)
                 try:
-                    outcome = writer.commit_item(
-                        source_id=state.source_id,
-                        entry=entry,
-                        canonical_url=_canonical(entry.url),
-                        document=document,
-                        fp=fp,
-                        decide=partial(dedup.decide, document.text, document.title, cfg=cfg.dedup,
-                                       shingle_count=fp.shingle_count),
-                        policy=canonical_policy(cfg.dedup.canonical),
-                        max_candidates=cfg.dedup.max_candidates,
-                        paragraph_keys=paragraph_keys,
-                        learn=(cfg.extract.boilerplate_min_count, cfg.extract.boilerplate_window),
-                        fetched_at=deps.clock(),
-                        reclean=partial(_without_learned, scheme=deps.scheme),
-                    )
+                    outcome = _commit(writer, item, state.source_id, deps)
                 except StoreError:
                     raise
                 except IngestError as exc:
-                    item_errors.append(f"{entry.identity}: {exc}")
+                    item_errors.append(f"{item.entry.identity}: {exc}")
                     continue
                 counts[outcome.status] += 1
                 if outcome.status == "new" and outcome.decision and outcome.decision.kind == "duplicate":
@@ -282,6 +265,35 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         items_unchanged=counts["unchanged"], duplicates=counts["duplicates"], warnings=feed.warnings,
         item_errors=tuple(item_errors), requests=requests_sent, timings=timer.totals,
     )
+
+
+def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps) -> ItemOutcome:
+    """Write one prepared item with its dedup decision (all or nothing)."""
+    cfg = deps.config
+    document, fp = item.document, item.fp
+    assert document is not None and fp is not None
+    return writer.commit_item(
+        source_id=source_id,
+        entry=item.entry,
+        canonical_url=_canonical(item.entry.url),
+        document=document,
+        fp=fp,
+        decide=partial(dedup.decide, document.text, document.title, cfg=cfg.dedup, shingle_count=fp.shingle_count),
+        policy=canonical_policy(cfg.dedup.canonical),
+        max_candidates=cfg.dedup.max_candidates,
+        paragraph_keys=item.paragraph_keys,
+        learn=(cfg.extract.boilerplate_min_count, cfg.extract.boilerplate_window),
+        fetched_at=deps.clock(),
+        reclean=partial(_without_learned, scheme=deps.scheme),
+    )
+
+
+def _cleaned_again(item: Prepared, rules: RuleSet, learned: frozenset[str], scheme: dedup.SignatureScheme) -> Prepared:
+    """``item`` cleaned from its raw extraction with the learned paragraphs known now."""
+    assert item.raw is not None
+    document = clean(item.raw, rules, learned)
+    fp = dedup.fingerprint(document.text, scheme)
+    return replace(item, document=document, fp=fp, paragraph_keys=tuple(_paragraph_keys(document)))
 
 
 def _without_learned(
@@ -349,12 +361,15 @@ def cpu_pool(processes: int) -> ProcessPoolExecutor | None:
     # because the workers are started at once, before the caller starts threads.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    # what exists now (modules, rules, config) lives as long as the process: keep the
-    # collector from scanning it again and again (and from touching the workers'
-    # shared copy-on-write pages), as the gc docs advise before a fork
+    # the workers' collectors leave what they inherit alone (modules, rules, config), so
+    # those pages stay shared with this process, as the gc docs advise before a fork;
+    # this process goes on collecting as before
     gc.freeze()
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_worker_init)
-    pool.submit(int).result()  # with fork, the first submit starts every worker
+    try:
+        pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_worker_init)
+        pool.submit(int).result()  # with fork, the first submit starts every worker
+    finally:
+        gc.unfreeze()
     return pool
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -313,92 +314,6 @@ class Store:
         """Write one item in its own transaction (``Writer.commit_item`` has the arguments)."""
         with self.writer() as writer:
             return writer.commit_item(**item)
-
-    def _commit_item(
-        self,
-        conn: Connection,
-        *,
-        source_id: int,
-        entry: Entry,
-        canonical_url: str | None,
-        document: Document,
-        fp: Fingerprint,
-        decide: Callable[[Sequence[Candidate]], DedupDecision],
-        policy: Callable[[Member], tuple],
-        max_candidates: int,
-        paragraph_keys: Sequence[tuple[str, str]] = (),
-        learn: tuple[int, int] | None = None,
-        fetched_at: datetime | None = None,
-        reclean: Callable[[str, frozenset[str]], Recleaned | None] | None = None,
-    ) -> ItemOutcome:
-        now = fetched_at or _now()
-        existing = conn.execute(_Q.existing, {"b_source": source_id, "b_identity": entry.identity}).first()
-        if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
-            conn.execute(_Q.touch_entry, {"b_item": existing.id, "b_entry_hash": entry.entry_hash})
-            return ItemOutcome(existing.id, "unchanged", existing.cluster_id)
-
-        if self.is_postgres:
-            _advisory_locks(conn, fp, canonical_url)
-        exclude = existing.id if existing else None
-        candidates, canonicals = self._lookup(conn, fp, canonical_url, exclude, max_candidates)
-        decision = decide(candidates)
-        row = _item_values(source_id, entry, canonical_url, document, fp, decision, now)
-
-        if existing is None:
-            joins = decision.kind == "duplicate" and decision.cluster_id is not None
-            cluster_id = decision.cluster_id if joins else conn.execute(_Q.new_cluster, {"b_now": now}).scalar_one()
-            item_id = conn.execute(_Q.insert_item, dict(row, cluster_id=cluster_id, fetched_at=now)).scalar_one()
-            if joins:
-                conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
-                current = canonicals.get(cluster_id)
-                if current is None:
-                    self._elect_canonical(conn, cluster_id, item_id, policy, now)
-                else:  # the new member only has to beat the canonical, read with the candidates
-                    priority = conn.execute(_Q.source_priority, {"b_source": source_id}).scalar_one()
-                    new = Member(item_id, document.published_at, now, priority or 0, len(document.text))
-                    _set_canonical(conn, cluster_id, current.item_id, min((current, new), key=policy).item_id, now)
-            else:  # a new cluster's first member is its canonical: no election, no change to record
-                conn.execute(_Q.first_member, {"b_cluster": cluster_id, "b_item": item_id, "b_now": now})
-            for lone in decision.absorb:
-                self._absorb(conn, lone, cluster_id, policy, now)
-            status = "new"
-        else:
-            item_id = existing.id
-            cluster_id = existing.cluster_id
-            size = conn.execute(_Q.cluster_size, {"b_cluster": cluster_id}).scalar_one()
-            moved = decision.kind == "duplicate" and decision.cluster_id not in (None, cluster_id) and size == 1
-            if moved:
-                old_cluster, cluster_id = cluster_id, decision.cluster_id
-            if not moved and decision.kind == "duplicate" and decision.cluster_id != cluster_id:
-                # an item keeps its cluster once it has company; the decision is still kept
-                row["decision_reason"] = f"kept in cluster {cluster_id}; " + row["decision_reason"]
-            conn.execute(update(t.items).where(t.items.c.id == item_id).values(cluster_id=cluster_id, **row))
-            for statement in _Q.drop_index:
-                conn.execute(statement, {"b_item": item_id})
-            if moved:
-                _drop_cluster(conn, old_cluster)
-                conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
-            self._elect_canonical(conn, cluster_id, None, policy, now)
-            status = "updated"
-
-        _write_index(conn, item_id, fp, document.removals)
-        chars = {k: len(p) for k, p in paragraph_keys}
-        pkeys = sorted(chars)
-        if pkeys:
-            _insert_rows(conn, t.paragraphs, ("source_id", "key", "item_id", "chars"),
-                         [(source_id, k, item_id, chars[k]) for k in pkeys])
-        learned = self._learn(conn, source_id, item_id, paragraph_keys, learn, now) if pkeys and learn else ()
-        if learned and reclean is not None:
-            keys = frozenset(learned)
-            carriers = [
-                r.item_id for r in conn.execute(
-                    select(t.paragraphs.c.item_id).distinct()
-                    .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.key.in_(sorted(keys))))
-                    .order_by(t.paragraphs.c.item_id)
-                )
-            ]
-            self._reclean(conn, carriers, lambda text_: reclean(text_, keys), now)
-        return ItemOutcome(item_id, status, cluster_id, decision, learned)
 
     def _lookup(
         self, conn: Connection, fp: Fingerprint, canonical_url: str | None, exclude: int | None, limit: int
@@ -1073,27 +988,104 @@ class Writer:
         removed from the source's stored items that carry them (this one included), in
         the same transaction.
         """
-        item = dict(
-            source_id=source_id, entry=entry, canonical_url=canonical_url, document=document, fp=fp, decide=decide,
-            policy=policy, max_candidates=max_candidates, paragraph_keys=paragraph_keys, learn=learn,
-            fetched_at=fetched_at, reclean=reclean,
-        )
+        store = self._store
+        with self._item() as conn:
+            now = fetched_at or _now()
+            existing = conn.execute(_Q.existing, {"b_source": source_id, "b_identity": entry.identity}).first()
+            if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
+                conn.execute(_Q.touch_entry, {"b_item": existing.id, "b_entry_hash": entry.entry_hash})
+                return ItemOutcome(existing.id, "unchanged", existing.cluster_id)
+
+            if store.is_postgres:
+                _advisory_locks(conn, fp, canonical_url)
+            exclude = existing.id if existing else None
+            candidates, canonicals = store._lookup(conn, fp, canonical_url, exclude, max_candidates)
+            decision = decide(candidates)
+            row = _item_values(source_id, entry, canonical_url, document, fp, decision, now)
+
+            if existing is None:
+                joins = decision.kind == "duplicate" and decision.cluster_id is not None
+                if joins:
+                    cluster_id = decision.cluster_id
+                else:
+                    cluster_id = conn.execute(_Q.new_cluster, {"b_now": now}).scalar_one()
+                item_id = conn.execute(
+                    _Q.insert_item, dict(row, cluster_id=cluster_id, fetched_at=now)
+                ).scalar_one()
+                if joins:
+                    conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
+                    current = canonicals.get(cluster_id)
+                    if current is None:
+                        store._elect_canonical(conn, cluster_id, item_id, policy, now)
+                    else:  # the new member only has to beat the canonical, read with the candidates
+                        priority = conn.execute(_Q.source_priority, {"b_source": source_id}).scalar_one()
+                        new = Member(item_id, document.published_at, now, priority or 0, len(document.text))
+                        best = min((current, new), key=policy).item_id
+                        _set_canonical(conn, cluster_id, current.item_id, best, now)
+                else:  # a new cluster's first member is its canonical: no election, no change to record
+                    conn.execute(_Q.first_member, {"b_cluster": cluster_id, "b_item": item_id, "b_now": now})
+                for lone in decision.absorb:
+                    store._absorb(conn, lone, cluster_id, policy, now)
+                status = "new"
+            else:
+                item_id = existing.id
+                cluster_id = existing.cluster_id
+                size = conn.execute(_Q.cluster_size, {"b_cluster": cluster_id}).scalar_one()
+                moved = (
+                    decision.kind == "duplicate" and decision.cluster_id not in (None, cluster_id) and size == 1
+                )
+                if moved:
+                    old_cluster, cluster_id = cluster_id, decision.cluster_id
+                if not moved and decision.kind == "duplicate" and decision.cluster_id != cluster_id:
+                    # an item keeps its cluster once it has company; the decision is still kept
+                    row["decision_reason"] = f"kept in cluster {cluster_id}; " + row["decision_reason"]
+                conn.execute(update(t.items).where(t.items.c.id == item_id).values(cluster_id=cluster_id, **row))
+                for statement in _Q.drop_index:
+                    conn.execute(statement, {"b_item": item_id})
+                if moved:
+                    _drop_cluster(conn, old_cluster)
+                    conn.execute(_Q.grow_cluster, {"b_cluster": cluster_id, "b_now": now})
+                store._elect_canonical(conn, cluster_id, None, policy, now)
+                status = "updated"
+
+            _write_index(conn, item_id, fp, document.removals)
+            chars = {k: len(p) for k, p in paragraph_keys}
+            pkeys = sorted(chars)
+            if pkeys:
+                _insert_rows(conn, t.paragraphs, ("source_id", "key", "item_id", "chars"),
+                             [(source_id, k, item_id, chars[k]) for k in pkeys])
+            learned = store._learn(conn, source_id, item_id, paragraph_keys, learn, now) if pkeys and learn else ()
+            if learned and reclean is not None:
+                keys = frozenset(learned)
+                carriers = [
+                    r.item_id for r in conn.execute(
+                        select(t.paragraphs.c.item_id).distinct()
+                        .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.key.in_(sorted(keys))))
+                        .order_by(t.paragraphs.c.item_id)
+                    )
+                ]
+                store._reclean(conn, carriers, lambda text_: reclean(text_, keys), now)
+            return ItemOutcome(item_id, status, cluster_id, decision, learned)
+
+    @contextmanager
+    def _item(self) -> Iterator[Connection]:
+        """The connection to write one item with, all or nothing; database errors as StoreError."""
         if self._conn is None:
             with self._store._begin(immediate=True) as conn:
-                return self._store._commit_item(conn, **item)
+                yield conn
+            return
         # a failing item rolls back to its savepoint, alone. Issued as SQL: SQLAlchemy's
         # begin_nested() cost 8 % of the writer's Python time, and only SQLite gets here
         conn = self._conn
         try:
             conn.exec_driver_sql("SAVEPOINT item")
             try:
-                outcome = self._store._commit_item(conn, **item)
+                yield conn
             except BaseException:
                 conn.exec_driver_sql("ROLLBACK TO SAVEPOINT item")
                 conn.exec_driver_sql("RELEASE SAVEPOINT item")
                 raise
             conn.exec_driver_sql("RELEASE SAVEPOINT item")
-            return outcome
         except SQLAlchemyError as exc:
             raise StoreError(_short(exc)) from exc
 
