@@ -1433,6 +1433,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # an item's savepoint journals every page the item changes (the sub-journal, ~85
+    # pages an item): in a temp file that was 70k small writes per 1k items and a
+    # third of the writer's system time; in memory the run was 6 % faster
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
