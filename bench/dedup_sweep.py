@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.corpus import ROOT, Item, load
-from bench.dedup_quality import EDITED, noisy, run_pipeline
+from bench.dedup_quality import noisy, run_pipeline
 from ingest import dedup
 from ingest.config import DedupConfig
 from ingest.models import Candidate
