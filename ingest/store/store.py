@@ -839,15 +839,10 @@ class Store:
                         counts[name] += conn.execute(delete(table).where(table.c.item_id.in_(chunk))).rowcount
                     conn.execute(delete(t.items).where(t.items.c.id.in_(chunk)))
                 for cluster_id in sorted(touched):
-                    size = conn.execute(
-                        select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
-                    ).scalar_one()
-                    if size == 0:
-                        _drop_cluster(conn, cluster_id)
+                    if not _recount(conn, cluster_id):
                         counts["clusters_deleted"] += 1
                         continue
                     counts["clusters_shrunk"] += 1
-                    conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=size))
                     if self._reelect(conn, cluster_id, touched[cluster_id], policy, now,
                                      "the canonical item was pruned (retention)"):
                         counts["canonicals_reelected"] += 1
@@ -938,14 +933,9 @@ class Store:
                         touched.update((old[item_id], cluster_id))
                     conn.execute(update(t.items).where(t.items.c.id == item_id).values(**values))
             for cluster_id in sorted(touched):
-                size = conn.execute(
-                    select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
-                ).scalar_one()
-                if size == 0:
-                    _drop_cluster(conn, cluster_id)
+                if not _recount(conn, cluster_id, changed_at=now):
                     counts["clusters_deleted"] += 1
                     continue
-                conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(size=size, updated_at=now))
                 if self._reelect(conn, cluster_id, previous.get(cluster_id), policy, now,
                                  "re-clustering changed the members"):
                     counts["canonicals_changed"] += 1
@@ -1332,6 +1322,19 @@ def _set_canonical(conn: Connection, cluster_id: int, current: int | None, best:
             "cluster_id": cluster_id, "old_item_id": current, "new_item_id": best, "changed_at": now,
             "reason": "a better candidate under the canonical policy",
         })
+
+
+def _recount(conn: Connection, cluster_id: int, changed_at: datetime | None = None) -> int:
+    """Count a cluster's members again and store the size (and ``changed_at``); drop it when empty (0)."""
+    size = conn.execute(
+        select(func.count()).select_from(t.items).where(t.items.c.cluster_id == cluster_id)
+    ).scalar_one()
+    if size == 0:
+        _drop_cluster(conn, cluster_id)
+        return 0
+    values: dict[str, Any] = {"size": size} if changed_at is None else {"size": size, "updated_at": changed_at}
+    conn.execute(update(t.clusters).where(t.clusters.c.id == cluster_id).values(**values))
+    return size
 
 
 def _drop_cluster(conn: Connection, cluster_id: int) -> None:
