@@ -70,6 +70,7 @@ class FetchConfig:
     max_interval: float = 86400.0
     backoff_base: float = 60.0
     backoff_max: float = 86400.0
+    ca_bundle: str | None = None  # PEM file of CA certificates to trust instead of certifi's
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
         "max_interval": (_duration(60), "cap on the poll interval a feed's ttl or max-age can impose"),
         "backoff_base": (_duration(1), "first retry delay after an error; doubles per consecutive error"),
         "backoff_max": (_duration(60), "longest retry delay after errors"),
+        "ca_bundle": (_optional(STRING), "PEM file of CA certificates to trust for https instead of the bundled ones (a private CA); relative to this file"),
     },
     "extract": {
         "builtin_rules": (BOOL, "strip the built-in disclaimer/boilerplate rules"),
@@ -325,6 +327,13 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     for name, cls in _SECTION_CLASSES.items():
         values = _section(raw.get(name, {}), name, SPEC[name], problems)
         sections[name] = cls(**values)
+
+    fetch = sections["fetch"]
+    if fetch.ca_bundle is not None:
+        bundle = (base / fetch.ca_bundle).resolve()
+        if not bundle.is_file():
+            problems.append(f"'fetch.ca_bundle': no such file: {bundle}")
+        sections["fetch"] = replace(fetch, ca_bundle=str(bundle))
 
     store = sections["store"]
     if store.url.startswith("sqlite:///"):

@@ -298,6 +298,8 @@ class Fetcher:
         # proxy; and no default headers: every request states its own.
         self.session.trust_env = False
         self.session.headers.clear()
+        # certificates are always verified, against certifi's bundle or the configured one
+        self.session.verify = cfg.ca_bundle or True
         adapter = _GuardedAdapter(pool_connections=64, pool_maxsize=cfg.per_host_concurrency, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -97,8 +98,9 @@ class _Server6(_Server):
 class Loopback:
     """A recording server on ``host`` (127.0.0.1, 127.0.0.2, ::1 ...), port chosen by the OS."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: tuple[str, str] | None = None) -> None:
         self.host = host
+        self.scheme = "https" if tls else "http"
         self.routes: dict[str, Callable[[Handler], None]] = {}
         self.requests: list[Seen] = []
         self.in_flight = 0
@@ -109,12 +111,16 @@ class Loopback:
         self._server = cls((host, 0), Handler)
         self._server.box = self
         self.port = self._server.server_address[1]
+        if tls:  # (certificate chain file, key file): https with that certificate
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     def url(self, path: str = "/") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def route(self, path: str, handler: Callable[[Handler], None]) -> None:
         self.routes[path] = handler

@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import socket
+import subprocess
 
 import threading
 import time
@@ -27,6 +28,7 @@ from ingest import dedup
 from ingest.config import FetchConfig, SourceConfig, from_dict
 from ingest.errors import (
     BlockedAddress,
+    ConfigError,
     ConnectError,
     ContentTypeError,
     DNSError,
@@ -488,6 +490,62 @@ def test_name_resolution_failure_is_a_dns_error():
     failure = NameResolutionError("no-such-host.invalid", None, socket.gaierror(-2, "Name or service not known"))
     error = _classify(failure, "http://no-such-host.invalid/", FetchConfig())
     assert isinstance(error, DNSError) and "no-such-host.invalid" in str(error)
+
+
+# ---------------------------------------------------------------------------- TLS
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A private CA and a server certificate it signed for the name ``localhost`` only (not 127.0.0.1)."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ingest test CA",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
+             "-out", "server.csr", cwd=d)
+    (d / "san.cnf").write_text("subjectAltName = DNS:localhost\n", encoding="utf-8")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.cnf", "-out", "server.pem", cwd=d)
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+
+
+@pytest.fixture
+def tls_server(pki):
+    with Loopback("127.0.0.1", tls=(str(pki["cert"]), str(pki["key"]))) as s:
+        s.respond("/feed", b"<rss version='2.0'><channel><title>t</title></channel></rss>",
+                  headers={"Content-Type": "application/rss+xml"})
+        yield s
+
+
+def test_an_untrusted_certificate_is_refused_with_one_line(tls_server):
+    # localhost is the certificate's name, but nothing vouches for its issuer
+    with pytest.raises(TLSError) as caught:
+        fetcher(allow_private_addresses=True).fetch_page(f"https://localhost:{tls_server.port}/feed")
+    assert "certificate verify failed" in str(caught.value) and "\n" not in str(caught.value)
+    assert not tls_server.hits("/feed")  # no request was sent over the unverified connection
+
+
+def test_a_configured_ca_bundle_is_trusted_and_the_host_name_still_checked(tls_server, pki):
+    trusting = fetcher(allow_private_addresses=True, ca_bundle=str(pki["ca"]))
+    # the guard connects to the address it checked; TLS verifies the URL's host name
+    page = trusting.fetch_page(f"https://localhost:{tls_server.port}/feed")
+    assert page.status == 200 and page.body.startswith(b"<rss")
+    with pytest.raises(TLSError) as caught:  # the certificate does not name 127.0.0.1
+        trusting.fetch_page(f"https://127.0.0.1:{tls_server.port}/feed")
+    assert "127.0.0.1" in str(caught.value)
+    assert len(tls_server.hits("/feed")) == 1
+
+
+def test_ca_bundle_is_relative_to_the_config_and_must_exist(tmp_path, pki):
+    (tmp_path / "ca.pem").write_bytes(pki["ca"].read_bytes())
+    config = from_dict({"fetch": {"ca_bundle": "ca.pem"}}, tmp_path / "ingest.toml")
+    assert config.fetch.ca_bundle == str((tmp_path / "ca.pem").resolve())
+    with pytest.raises(ConfigError, match=r"'fetch.ca_bundle': no such file: .*missing\.pem"):
+        from_dict({"fetch": {"ca_bundle": "missing.pem"}}, tmp_path / "ingest.toml")
 
 
 def test_tls_failure_is_a_tls_error(server):
