@@ -190,7 +190,10 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
         fetcher = Fetcher(config.fetch)
         progress = Progress(total=len(enabled), stream=sys.stderr)
         try:
-            report = run_once(Deps(config, store, fetcher), sources, on_done=progress.update, due_only=args.due)
+            report = run_once(
+                Deps(config, store, fetcher), sources, on_done=progress.update, due_only=args.due,
+                on_start=progress.start,
+            )
         finally:
             progress.close()
             fetcher.close()

@@ -125,6 +125,7 @@ def run_once(
     on_done: Callable[[SourceReport], None] | None = None,
     *,
     due_only: bool = False,
+    on_start: Callable[[int], None] | None = None,
 ) -> RunReport:
     """Poll every enabled source once (``sources`` to choose); report what happened.
 
@@ -138,6 +139,8 @@ def run_once(
     if due_only:
         now = deps.clock()
         chosen = [s for s in chosen if polling.is_due(states[s.name], now)]
+    if on_start:
+        on_start(len(chosen))  # how many sources this run polls (a progress bar's total)
     reports: list[SourceReport] = []
     workers = max(1, min(deps.config.fetch.concurrency, deps.config.daemon.workers, len(chosen) or 1))
     # the process pool is made before any poll thread runs: its workers are forked

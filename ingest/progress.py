@@ -21,6 +21,10 @@ class Progress:
         self.started = time.monotonic()
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
 
+    def start(self, total: int) -> None:
+        """The number of sources the run will poll, once known (``--due`` leaves some out)."""
+        self.total = total
+
     def update(self, report: SourceReport) -> None:
         self.done += 1
         self.items += report.items_new + report.items_updated

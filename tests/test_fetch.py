@@ -824,6 +824,29 @@ def test_redirect_without_a_delimited_body_does_not_wait_for_it(server):
     assert time.monotonic() - started < 5  # waiting for the body would take the 6 s deadline
 
 
+def test_once_due_counts_only_the_sources_it_polls(server, write_config, cli, tmp_path):
+    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    config = write_config(f"""
+        [store]
+        url = "sqlite:///{tmp_path / 'cli.db'}"
+        [fetch]
+        per_host_delay = 0
+        [[sources]]
+        name = "slow"
+        url = "{server.url('/feed')}"
+        interval = "1h"
+        [[sources]]
+        name = "quick"
+        url = "{server.url('/feed?q')}"
+        interval = "1s"
+    """)
+    assert cli("--once", "--due", "-c", str(config)).returncode == 0
+    time.sleep(1.2)
+    second = cli("--once", "--due", "-c", str(config))  # only "quick" is due again
+    assert second.returncode == 0
+    assert "ingest: [1/1] quick: ok" in second.stderr and "/2]" not in second.stderr
+
+
 def test_once_polls_everything_and_once_due_only_what_is_due(server, write_config, cli, tmp_path):
     """`--once` is for cron and polls regardless; `--once --due` honours interval, backoff and Retry-After."""
     server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
