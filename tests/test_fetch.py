@@ -824,32 +824,11 @@ def test_redirect_without_a_delimited_body_does_not_wait_for_it(server):
     assert time.monotonic() - started < 5  # waiting for the body would take the 6 s deadline
 
 
-def test_once_due_counts_only_the_sources_it_polls(server, write_config, cli, tmp_path):
-    server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
-    config = write_config(f"""
-        [store]
-        url = "sqlite:///{tmp_path / 'cli.db'}"
-        [fetch]
-        per_host_delay = 0
-        [[sources]]
-        name = "slow"
-        url = "{server.url('/feed')}"
-        interval = "1h"
-        [[sources]]
-        name = "quick"
-        url = "{server.url('/feed?q')}"
-        interval = "1s"
-    """)
-    assert cli("--once", "--due", "-c", str(config)).returncode == 0
-    time.sleep(1.2)
-    second = cli("--once", "--due", "-c", str(config))  # only "quick" is due again
-    assert second.returncode == 0
-    assert "ingest: [1/1] quick: ok" in second.stderr and "/2]" not in second.stderr
-
-
 def test_once_polls_everything_and_once_due_only_what_is_due(server, write_config, cli, tmp_path):
-    """`--once` is for cron and polls regardless; `--once --due` honours interval, backoff and Retry-After."""
+    """`--once` is for cron and polls regardless; `--once --due` honours interval, backoff and
+    Retry-After, and its progress lines count only the sources it polls."""
     server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
+    server.respond("/quick", rss([]), headers={"Content-Type": "application/rss+xml"})
     server.respond("/busy", status=429, headers={"Retry-After": "3600"})
     config = write_config(f"""
         [store]
@@ -864,12 +843,18 @@ def test_once_polls_everything_and_once_due_only_what_is_due(server, write_confi
         name = "busy"
         url = "{server.url('/busy')}"
         interval = "1s"
+        [[sources]]
+        name = "quick"
+        url = "{server.url('/quick')}"
+        interval = "1s"
     """)
-    first = cli("--once", "--due", "--json", "-c", str(config))  # never polled: both are due
-    assert first.returncode == 0 and json.loads(first.stdout)["sources"] == 2
-    second = cli("--once", "--due", "--json", "-c", str(config))
-    assert second.returncode == 0 and json.loads(second.stdout)["sources"] == 0
+    first = cli("--once", "--due", "--json", "-c", str(config))  # never polled: all are due
+    assert first.returncode == 0 and json.loads(first.stdout)["sources"] == 3
+    time.sleep(1.2)
+    second = cli("--once", "--due", "--json", "-c", str(config))  # only "quick" is due again
+    assert second.returncode == 0 and json.loads(second.stdout)["sources"] == 1
+    assert "ingest: [1/1] quick: ok" in second.stderr and "/3]" not in second.stderr
     assert len(server.hits("/feed")) == 1 and len(server.hits("/busy")) == 1  # Retry-After: 3600 honoured
     third = cli("--once", "--json", "-c", str(config))
-    assert third.returncode == 0 and json.loads(third.stdout)["sources"] == 2
+    assert third.returncode == 0 and json.loads(third.stdout)["sources"] == 3
     assert len(server.hits("/feed")) == 2 and len(server.hits("/busy")) == 2
