@@ -55,13 +55,10 @@ def extract(entry: Entry, page: FetchResult | None, cfg: ExtractConfig, *, fragm
         needs_meta = not (entry.title and entry.author and entry.published_at and entry.language)
         text, meta = _from_page(page, needs_meta, fast)
         text = _without_title(text, entry.title or str(meta.get("title") or ""))
-        # the feed's full content is compared by its plain text: reading it with
-        # trafilatura as well would cost a second extraction for every page item
-        feed_chars = len(html_to_text(entry.content_html)) if entry.content_kind == "content" else 0
         if len(text) < cfg.min_chars:
             notes.append(f"page extraction kept {len(text)} chars < min_chars={cfg.min_chars}: used feed text")
             text = ""
-        elif len(text) < _MIN_PAGE_SHARE * feed_chars:
+        elif (feed_chars := _content_chars(entry)) and len(text) < _MIN_PAGE_SHARE * feed_chars:
             notes.append(f"page extraction kept {len(text)} chars, the feed content has {feed_chars}: used feed text")
             text = ""
         else:
@@ -104,6 +101,15 @@ def _from_page(page: FetchResult, with_metadata: bool = True, fast: bool = True)
     language = doc.language or _html_lang(html)
     meta = {"title": doc.title, "author": doc.author, "date": doc.date, "language": language}
     return _paragraphs_from_lines(doc.text or ""), meta
+
+
+def _content_chars(entry: Entry) -> int:
+    """Plain-text length of the feed's full content (0 for a summary or none).
+
+    Compared by its plain text: reading it with trafilatura as well would cost a second
+    extraction for every page item. Only asked when the page text passed min_chars.
+    """
+    return len(html_to_text(entry.content_html)) if entry.content_kind == "content" else 0
 
 
 def _html_lang(html: str) -> str | None:
