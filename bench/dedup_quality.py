@@ -86,9 +86,9 @@ def run_pipeline(
     by_key = {(i.source, i.guid): i.id for i in items}
     with Store.open(config.store.url) as store:
         stored = store.items()
-    labels = {by_key[(row["source"], row["guid"])]: f"c{row['cluster']}" for row in stored}
+    labels = {by_key[(row.source, row.guid)]: f"c{row.cluster_id}" for row in stored}
     if texts is not None:
-        texts.update((by_key[(row["source"], row["guid"])], row["text"]) for row in stored)
+        texts.update((by_key[(row.source, row.guid)], row.text) for row in stored)
     missing = {i.id for i in items} - set(labels)
     if missing:
         raise RuntimeError(f"items not stored: {sorted(missing)[:5]}")

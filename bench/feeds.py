@@ -71,7 +71,7 @@ def measure(config_path: Path, queries: int = 30) -> dict[str, float | int | str
             lambda: export.render(store.stories(limit=config.daemon.feed_size), "atom", info))
 
         rng = random.Random(1)
-        texts = [i["text"] for i in store.items(limit=500)]
+        texts = [i.text for i in store.items(limit=500)]
         words = [w for t in texts for w in t.split() if w.isalpha() and len(w) > 5]
         latencies = []
         for _ in range(queries):
@@ -81,7 +81,7 @@ def measure(config_path: Path, queries: int = 30) -> dict[str, float | int | str
         out["search_median_ms"] = round(statistics.median(latencies), 2)
         out["search_max_ms"] = round(max(latencies), 2)
 
-        dates = sorted(i["published_at"] or i["fetched_at"] for i in store.items())
+        dates = sorted(i.published_at or i.fetched_at for i in store.items())
         counts_, out["prune_dry_run_s"] = _timed(
             lambda: store.prune(dates[len(dates) // 2], policy, dry_run=True))
         out["prune_would_drop"] = counts_["items"]

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from datetime import datetime, timedelta, timezone
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -20,6 +21,7 @@ from ingest.config import Config, SourceConfig, find_path, load
 from ingest.errors import ConfigError, IngestError, NotFound, SearchError, StoreError
 from ingest.export import FORMATS as export_formats
 from ingest.logs import setup_logging
+from ingest.models import ClusterMember, ClusterRow
 from ingest.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -228,19 +230,15 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
 def cmd_items(config: Config, args: argparse.Namespace) -> int:
     with open_store(config, check_scheme=False) as store:
         rows = store.items(source=args.source, limit=args.limit)
-    if args.json:
-        for r in rows:
-            _jsonl({
-                "id": r["id"], "source": r["source"], "url": r["url"], "guid": r["guid"], "title": r["title"],
-                "published": _iso(r["published_at"]), "text": r["text"], "cluster": r["cluster"],
-                "canonical": r["canonical"],
-            })
-    else:
-        _table(
-            ["id", "source", "cluster", "canon", "published", "title"],
-            [[r["id"], r["source"], r["cluster"], "*" if r["canonical"] else "", _day(r["published_at"]), r["title"]]
-             for r in rows],
-        )
+    _emit(
+        args.json,
+        [{"id": r.item_id, "source": r.source, "url": r.url, "guid": r.guid, "title": r.title,
+          "published": _iso(r.published_at), "text": r.text, "cluster": r.cluster_id, "canonical": r.is_canonical}
+         for r in rows],
+        ["id", "source", "cluster", "canon", "published", "title"],
+        [[r.item_id, r.source, r.cluster_id, "*" if r.is_canonical else "", _day(r.published_at), r.title]
+         for r in rows],
+    )
     return EXIT_OK
 
 
@@ -260,30 +258,31 @@ def cmd_clusters(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _similarities(members: list[dict[str, Any]], canonical_id: int | None) -> dict[int, float | None]:
+def _similarities(members: Sequence[ClusterMember], canonical_id: int | None) -> dict[int, float | None]:
     """Each member's estimated Jaccard to the canonical item (None when the canonical is unknown)."""
-    canonical = next((m["signature"] for m in members if m["id"] == canonical_id), None)
+    from ingest.dedup import estimated_jaccard
+
+    canonical = next((m.signature for m in members if m.item_id == canonical_id), None)
     return {
-        m["id"]: None if canonical is None
-        else 1.0 if m["id"] == canonical_id
-        else round(dedup.estimated_jaccard(m["signature"], canonical), 3)
+        m.item_id: None if canonical is None
+        else 1.0 if m.item_id == canonical_id
+        else round(estimated_jaccard(m.signature, canonical), 3)
         for m in members
     }
 
 
-def _cluster_view(cluster: dict[str, Any]) -> dict[str, Any]:
-    members = cluster["items"]
-    similarity = _similarities(members, cluster["canonical"])
+def _cluster_view(cluster: ClusterRow) -> dict[str, Any]:
+    similarity = _similarities(cluster.members, cluster.canonical_item_id)
     return {
-        "cluster": cluster["cluster"],
-        "canonical": cluster["canonical"],
-        "size": cluster["size"],
+        "cluster": cluster.cluster_id,
+        "canonical": cluster.canonical_item_id,
+        "size": cluster.size,
         "items": [
             {
-                "id": m["id"], "source": m["source"], "url": m["url"], "title": m["title"],
-                "similarity": 1.0 if similarity[m["id"]] is None else similarity[m["id"]],
+                "id": m.item_id, "source": m.source, "url": m.url, "title": m.title,
+                "similarity": 1.0 if similarity[m.item_id] is None else similarity[m.item_id],
             }
-            for m in members
+            for m in cluster.members
         ],
     }
 
@@ -293,46 +292,50 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
         item = store.item(args.id)
     if item is None:
         raise NotFound(f"no item with id {args.id}")
-    similarity = _similarities(item["members"], item["canonical_item_id"])
+    similarity = _similarities(item.members, item.canonical_item_id)
     members = [
-        {"id": m["id"], "source": m["source"], "title": m["title"], "url": m["url"], "method": m["decision_method"],
-         "similarity": similarity[m["id"]]}
-        for m in item["members"]
+        {"id": m.item_id, "source": m.source, "title": m.title, "url": m.url, "method": m.decision_method,
+         "similarity": similarity[m.item_id]}
+        for m in item.members
     ]
     if args.json:
         print(json.dumps({
-            "id": item["id"], "source": item["source"], "url": item["url"], "guid": item["guid"], "title": item["title"],
-            "author": item["author"], "published": _iso(item["published_at"]), "input": item["input_kind"],
-            "text": item["text"], "removed": item["removals"], "cluster": item["cluster_id"],
-            "canonical": item["canonical_item_id"],
-            "decision": {"method": item["decision_method"], "similarity": item["decision_similarity"],
-                         "containment": item["decision_containment"], "matched_item": item["decision_matched_item_id"],
-                         "reason": item["decision_reason"]},
-            "members": members, "notes": item["notes"],
-            "canonical_changes": [{**c, "changed_at": _iso(c["changed_at"])} for c in item["canonical_changes"]],
+            "id": item.item_id, "source": item.source, "url": item.url, "guid": item.guid, "title": item.title,
+            "author": item.author, "published": _iso(item.published_at), "input": item.input_kind,
+            "text": item.text, "removed": [{"rule": r.rule, "position": r.position, "text": r.text} for r in item.removals],
+            "cluster": item.cluster_id, "canonical": item.canonical_item_id,
+            "decision": {"method": item.decision_method, "similarity": item.decision_similarity,
+                         "containment": item.decision_containment, "matched_item": item.decision_matched_item_id,
+                         "reason": item.decision_reason},
+            "members": members, "notes": item.notes,
+            "canonical_changes": [
+                {"id": c.change_id, "cluster_id": c.cluster_id, "old_item_id": c.old_item_id,
+                 "new_item_id": c.new_item_id, "changed_at": _iso(c.changed_at), "reason": c.reason}
+                for c in item.canonical_changes
+            ],
         }, indent=2))
         return EXIT_OK
-    print(f"item {item['id']}  source {item['source']}  input {item['input_kind']}")
-    print(f"title: {item['title']}")
-    print(f"url: {item['url']}")
-    print(f"published: {_iso(item['published_at']) or '-'}")
+    print(f"item {item.item_id}  source {item.source}  input {item.input_kind}")
+    print(f"title: {item.title}")
+    print(f"url: {item.url}")
+    print(f"published: {_iso(item.published_at) or '-'}")
     print()
-    print(item["text"])
+    print(item.text)
     print()
-    print(f"removed ({len(item['removals'])}):")
-    for r in item["removals"]:  # in text order, whole (a user audits exactly what went)
-        print(f"  [{r['rule']}, {r['position']}] {r['text']}")
-    if item["notes"]:
-        print(f"notes: {item['notes']}")
+    print(f"removed ({len(item.removals)}):")
+    for r in item.removals:  # in text order, whole (a user audits exactly what went)
+        print(f"  [{r.rule}, {r.position}] {r.text}")
+    if item.notes:
+        print(f"notes: {item.notes}")
     print()
-    print(f"cluster {item['cluster_id']}, canonical item {item['canonical_item_id']}")
-    print(f"decision: {item['decision_method']} - {item['decision_reason']}")
+    print(f"cluster {item.cluster_id}, canonical item {item.canonical_item_id}")
+    print(f"decision: {item.decision_method} - {item.decision_reason}")
     for m in members:
-        mark = "*" if m["id"] == item["canonical_item_id"] else " "
+        mark = "*" if m["id"] == item.canonical_item_id else " "
         sim = f"{m['similarity']:.2f}" if m["similarity"] is not None else "  - "
         print(f"  {mark} {m['id']:>6}  {sim}  {m['method']:<12} {m['source'][:20]:<20}  {m['title'][:60]}")
-    for c in item["canonical_changes"]:
-        print(f"  canonical {c['old_item_id']} -> {c['new_item_id']} at {_iso(c['changed_at'])}: {c['reason']}")
+    for c in item.canonical_changes:
+        print(f"  canonical {c.old_item_id} -> {c.new_item_id} at {_iso(c.changed_at)}: {c.reason}")
     return EXIT_OK
 
 
@@ -359,31 +362,27 @@ def cmd_sources(config: Config, args: argparse.Namespace) -> int:
             "consecutive_errors": s.consecutive_errors, "error_count": s.error_count, "next_poll": _iso(s.next_poll_at),
             "polls": s.poll_count, "requests": s.request_count,
         })
-    if args.json:
-        for r in rows:
-            _jsonl(r)
-    else:
-        _table(
-            ["name", "last success", "errors", "next poll", "last error"],
-            [[r["name"], r["last_success"] or "-", f"{r['consecutive_errors']}/{r['error_count']}",
-              r["next_poll"] or "-", (f"DISABLED: {r['disabled_reason']}" if r["disabled_reason"] else r["last_error"] or "")[:90]]
-             for r in rows],
-        )
+    _emit(
+        args.json, rows,
+        ["name", "last success", "errors", "next poll", "last error"],
+        [[r["name"], r["last_success"] or "-", f"{r['consecutive_errors']}/{r['error_count']}",
+          r["next_poll"] or "-", (f"DISABLED: {r['disabled_reason']}" if r["disabled_reason"] else r["last_error"] or "")[:90]]
+         for r in rows],
+    )
     return EXIT_OK
 
 
 def cmd_boilerplate(config: Config, args: argparse.Namespace) -> int:
     with open_store(config, check_scheme=False) as store:
         rows = store.boilerplate(args.source)
-    if args.json:
-        for r in rows:
-            _jsonl({**r, "learned_at": _iso(r["learned_at"])})
-    else:
-        # seen: in how many different stories of the source's last `window` items the
-        # paragraph stood when it was learned; removed: items it was taken out of
-        _table(["source", "seen", "window", "removed", "learned", "paragraph"],
-               [[r["source"], r["seen"], r["window"], r["removed"], _day(r["learned_at"]), r["text"][:90]]
-                for r in rows])
+    # seen: in how many different stories of the source's last `window` items the
+    # paragraph stood when it was learned; removed: items it was taken out of
+    _emit(
+        args.json,
+        [{**asdict(r), "learned_at": _iso(r.learned_at)} for r in rows],
+        ["source", "seen", "window", "removed", "learned", "paragraph"],
+        [[r.source, r.seen, r.window, r.removed, _day(r.learned_at), r.text[:90]] for r in rows],
+    )
     return EXIT_OK
 
 
@@ -429,12 +428,11 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
 def cmd_search(config: Config, args: argparse.Namespace) -> int:
     with open_store(config, check_scheme=False) as store:
         hits = store.search(args.query, all_copies=args.all_copies, limit=args.limit)
-    if args.json:
-        for h in hits:
-            _jsonl({**h.__dict__, "published_at": _iso(h.published_at)})
-        return EXIT_OK
-    _table(["id", "cluster", "copies", "score", "source", "title"],
-           [[h.item_id, h.cluster_id, h.cluster_size, f"{h.score:.3f}", h.source, h.title] for h in hits])
+    _emit(
+        args.json, [{**asdict(h), "published_at": _iso(h.published_at)} for h in hits],
+        ["id", "cluster", "copies", "score", "source", "title"],
+        [[h.item_id, h.cluster_id, h.cluster_size, f"{h.score:.3f}", h.source, h.title] for h in hits],
+    )
     return EXIT_OK
 
 
@@ -521,6 +519,15 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
 
 
 # ---------------------------------------------------------------------------- output
+
+
+def _emit(as_json: bool, records: Sequence[dict[str, Any]], headers: list[str], rows: list[list[Any]]) -> None:
+    """``records`` as JSON Lines with ``--json``, else ``rows`` as a table under ``headers``."""
+    if as_json:
+        for record in records:
+            _jsonl(record)
+    else:
+        _table(headers, rows)
 
 
 def _jsonl(obj: dict[str, Any]) -> None:

@@ -485,3 +485,18 @@ def canonical_key(member: Member, policy: str) -> tuple:
     if policy == "longest":
         return (-member.length, *earliest)
     return earliest
+
+
+def placement(decision: DedupDecision, cluster_id: int, cluster_size: int) -> tuple[int, str]:
+    """Where an updated item goes, and the decision reason to store with it.
+
+    An item that is alone in its cluster follows a new "duplicate" decision into the
+    other cluster; an item that has company keeps its cluster (moving it would split
+    a story users have already seen), and the reason says so. The decision itself is
+    kept either way.
+    """
+    if decision.kind != "duplicate" or decision.cluster_id in (None, cluster_id):
+        return cluster_id, decision.reason
+    if cluster_size == 1:
+        return decision.cluster_id, decision.reason
+    return cluster_id, f"kept in cluster {cluster_id}; " + decision.reason

@@ -278,3 +278,104 @@ class StoredItem:
     text: str
     cluster_id: int
     fingerprint: Fingerprint
+
+
+# ---------------------------------------------------------------------------- read models
+# What the store answers to the commands that list and show things (ingest.store.queries).
+# One vocabulary: ``item_id`` and ``cluster_id`` everywhere, ``*_at`` for times.
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One stored item with its source and cluster, as ``ingest items`` lists it."""
+
+    item_id: int
+    source: str
+    url: str | None
+    guid: str | None
+    title: str
+    author: str | None
+    published_at: datetime | None
+    fetched_at: datetime
+    text: str
+    cluster_id: int
+    is_canonical: bool
+    input_kind: str
+
+
+@dataclass(frozen=True)
+class ClusterMember:
+    """One member of a cluster, with its signature (for its similarity to the canonical)."""
+
+    item_id: int
+    source: str
+    url: str | None
+    title: str
+    signature: bytes
+    published_at: datetime | None
+    decision_method: str
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    """One cluster and its members, in item order."""
+
+    cluster_id: int
+    canonical_item_id: int | None
+    size: int
+    updated_at: datetime
+    members: tuple[ClusterMember, ...]
+
+
+@dataclass(frozen=True)
+class CanonicalChange:
+    """A change of a cluster's canonical item, and why."""
+
+    change_id: int
+    cluster_id: int
+    old_item_id: int | None
+    new_item_id: int
+    changed_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class ItemDetail:
+    """Everything known about one item: text, removals, decision, cluster, canonical history."""
+
+    item_id: int
+    source: str
+    url: str | None
+    guid: str | None
+    title: str
+    author: str | None
+    published_at: datetime | None
+    fetched_at: datetime
+    input_kind: str
+    text: str
+    notes: str | None
+    content_hash: str
+    signature: bytes
+    cluster_id: int
+    canonical_item_id: int | None
+    decision_method: str
+    decision_similarity: float
+    decision_containment: float
+    decision_matched_item_id: int | None
+    decision_reason: str
+    removals: tuple[Removal, ...]
+    members: tuple[ClusterMember, ...]
+    canonical_changes: tuple[CanonicalChange, ...]
+
+
+@dataclass(frozen=True)
+class LearnedParagraph:
+    """A paragraph learned as boilerplate of a source, and how many items it was removed from."""
+
+    source: str
+    key: str
+    text: str
+    seen: int  # different texts of the source's last ``window`` items it stood in when learned
+    window: int
+    learned_at: datetime
+    removed: int

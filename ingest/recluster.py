@@ -79,9 +79,9 @@ def replay(
     # the final partition, read back: a later copy may have moved a lone item into its
     # cluster (DedupDecision.absorb), after that item's own outcome was returned
     for row in scratch.items():
-        stored_id = scratch_to_stored[row["id"]]
-        if labels[stored_id] != row["cluster"]:
-            labels[stored_id] = row["cluster"]
+        stored_id = scratch_to_stored[row.item_id]
+        if labels[stored_id] != row.cluster_id:
+            labels[stored_id] = row.cluster_id
             decisions[stored_id] = replace(
                 decisions[stored_id], reason=decisions[stored_id].reason + "; moved into the cluster of a later copy",
             )

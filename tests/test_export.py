@@ -19,7 +19,7 @@ from lxml import etree
 from .conftest import FIXTURES, ingest_once, run_cli
 from ingest.config import load
 from ingest.export import FeedInfo, content_html, to_atom, to_jsonfeed
-from ingest.models import Copy, Story
+from ingest.models import ClusterRow, Copy, Story
 from ingest.store import Store
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -30,7 +30,7 @@ def _store(config_path: Path) -> Store:
     return Store.open(load(config_path).store.url)
 
 
-def _clusters(config_path: Path) -> list[dict]:
+def _clusters(config_path: Path) -> list[ClusterRow]:
     with _store(config_path) as store:
         return store.clusters()
 
@@ -52,8 +52,8 @@ def test_atom_export_of_demo_parses_without_bozo_one_entry_per_cluster(demo_conf
     # every entry lists the other copies of its cluster as related links
     size_by_title = {}
     for cluster in clusters:
-        canonical = next(m for m in cluster["items"] if m["id"] == cluster["canonical"])
-        size_by_title[(canonical["source"], canonical["title"])] = len(cluster["items"])
+        canonical = next(m for m in cluster.members if m.item_id == cluster.canonical_item_id)
+        size_by_title[(canonical.source, canonical.title)] = len(cluster.members)
     for entry in parsed.entries:
         related = [link for link in entry.links if link.rel == "related"]
         assert len(related) == size_by_title[(entry.author, entry.title)] - 1
@@ -87,7 +87,7 @@ def test_jsonfeed_export_validates_against_the_1_1_schema(demo_config: Path) -> 
     for item in doc["items"]:
         assert item["content_html"].startswith("<p>") and item["content_text"]
         assert len(item["_ingest"]["also_published_by"]) == next(
-            len(c["items"]) - 1 for c in clusters if c["cluster"] == item["_ingest"]["cluster"]
+            len(c.members) - 1 for c in clusters if c.cluster_id == item["_ingest"]["cluster"]
         )
 
 
@@ -110,12 +110,12 @@ def test_jsonl_and_csv_carry_one_record_per_cluster(demo_config: Path, tmp_path:
     clusters = _clusters(demo_config)
     lines = _export(demo_config, "--format", "jsonl").splitlines()
     assert len(lines) == len(clusters)
-    assert {json.loads(line)["cluster"] for line in lines} == {c["cluster"] for c in clusters}
+    assert {json.loads(line)["cluster"] for line in lines} == {c.cluster_id for c in clusters}
     out = tmp_path / "stories.csv"
     assert _export(demo_config, "--format", "csv", "-o", str(out)) == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert len(rows) == len(clusters)
-    assert sum(int(r["copies"]) for r in rows) == sum(len(c["items"]) - 1 for c in clusters)
+    assert sum(int(r["copies"]) for r in rows) == sum(len(c.members) - 1 for c in clusters)
 
 
 def test_since_source_and_limit_select_clusters(demo_config: Path) -> None:
@@ -129,7 +129,7 @@ def test_since_source_and_limit_select_clusters(demo_config: Path) -> None:
     tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).date().isoformat()
     assert count("--since", tomorrow) == 0
     assert count("--since", "1h") == len(clusters)  # ingested just now
-    with_digest = [c for c in clusters if any(m["source"] == "rssdigest" for m in c["items"])]
+    with_digest = [c for c in clusters if any(m.source == "rssdigest" for m in c.members)]
     assert 0 < len(with_digest) < len(clusters)
     assert count("--source", "rssdigest") == len(with_digest)
 
@@ -253,7 +253,7 @@ def test_daemon_serves_the_latest_clusters_with_etag_and_conditional_get(demo_co
             # the stream changes (everything published before the newest cluster's last copy is pruned):
             # a new tag, and the old one gets the new feed
             newest = store.stories(limit=1)[0]
-            dates = sorted(i["published_at"] for i in store.items() if i["cluster"] == newest.cluster_id)
+            dates = sorted(i.published_at for i in store.items() if i.cluster_id == newest.cluster_id)
             store.prune(dates[-1] + timedelta(seconds=1), canonical_policy(config.dedup.canonical))
             status, headers, body = _get(base + "/feed.atom", etag)
             assert status == 200 and headers["ETag"] != etag

@@ -692,10 +692,10 @@ def test_full_text_links_to_private_addresses_get_no_request_and_items_are_kept(
     report = p.run().sources[0]
     assert report.ok and report.items_new == 4
     assert other.hits() == []  # not one request reached the private server
-    items = {row["guid"]: p.store.item(row["id"]) for row in p.store.items()}
+    items = {row.guid: p.store.item(row.item_id) for row in p.store.items()}
     for guid, item in items.items():
-        assert item["input_kind"] != "page" and TEXT in item["text"], guid  # stored from the feed's content
-        assert "full text not fetched (blocked)" in item["notes"], guid
+        assert item.input_kind != "page" and TEXT in item.text, guid  # stored from the feed's content
+        assert "full text not fetched (blocked)" in item.notes, guid
 
 
 def test_full_text_with_allow_private_addresses_fetches_the_page(server, other, pipeline):
@@ -707,7 +707,7 @@ def test_full_text_with_allow_private_addresses_fetches_the_page(server, other, 
     assert p.run().sources[0].items_new == 1
     assert len(other.hits("/secret")) == 1
     (row,) = p.store.items()
-    assert p.store.item(row["id"])["input_kind"] == "page"
+    assert p.store.item(row.item_id).input_kind == "page"
 
 
 def test_blocked_page_note_is_shown_by_ingest_show(server, other, write_config, cli, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import ParseError
-from ingest.models import FetchResult
+from ingest.models import FetchResult, ItemRow
 from ingest.parse import parse
 from ingest.store import Store
 
@@ -208,9 +208,9 @@ def _config(tmp_path: Path, sources: dict[str, str]) -> Path:
     return path
 
 
-def _stored(tmp_path: Path) -> dict[str, dict]:
+def _stored(tmp_path: Path) -> dict[str, ItemRow]:
     with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
-        return {item["source"]: item for item in store.items()}
+        return {item.source: item for item in store.items()}
 
 
 def test_a_jsonfeed_source_is_ingested_like_an_rss_one(tmp_path: Path, httpserver) -> None:  # type: ignore[no-untyped-def]
@@ -227,11 +227,11 @@ def test_a_jsonfeed_source_is_ingested_like_an_rss_one(tmp_path: Path, httpserve
     for name in ("json-http", "json-file"):
         item = items[name]
         for field in ("guid", "url", "title", "author", "published_at", "text"):
-            assert item[field] == rss[field], (name, field)
-        assert item["published_at"] == PUBLISHED
-        assert item["text"] == "\n\n".join(PARAGRAPHS)
+            assert getattr(item, field) == getattr(rss, field), (name, field)
+        assert item.published_at == PUBLISHED
+        assert item.text == "\n\n".join(PARAGRAPHS)
     # three copies of one story: one cluster
-    assert len({item["cluster"] for item in items.values()}) == 1
+    assert len({item.cluster_id for item in items.values()}) == 1
 
 
 def test_a_malformed_jsonfeed_source_fails_alone_in_one_line(tmp_path: Path, httpserver) -> None:  # type: ignore[no-untyped-def]

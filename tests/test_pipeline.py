@@ -275,9 +275,9 @@ def _run_in_process(httpserver: HTTPServer, tmp_path: Path, processes: int, extr
         finally:
             fetcher.close()
         assert not report.failed
-        items = {(i["source"], i["guid"]): i["text"] for i in store.items()}
-        id_key = {i["id"]: (i["source"], i["guid"]) for i in store.items()}
-        clusters = sorted(sorted(id_key[m["id"]] for m in c["items"]) for c in store.clusters())
+        items = {(i.source, i.guid): i.text for i in store.items()}
+        id_key = {i.item_id: (i.source, i.guid) for i in store.items()}
+        clusters = sorted(sorted(id_key[m.item_id] for m in c.members) for c in store.clusters())
     return items, clusters
 
 

@@ -14,7 +14,7 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def _dates(store: Store) -> list[datetime]:
-    return sorted(i["published_at"] or i["fetched_at"] for i in store.items())
+    return sorted(i.published_at or i.fetched_at for i in store.items())
 
 
 def test_prune_keeps_every_remaining_clusters_canonical(demo_config: Path) -> None:
@@ -24,20 +24,20 @@ def test_prune_keeps_every_remaining_clusters_canonical(demo_config: Path) -> No
         dates = _dates(store)
         cutoff = dates[len(dates) // 2]  # about half the items go
         expected_gone = sum(1 for d in dates if d < cutoff)
-        canonicals = {c["cluster"]: c["canonical"] for c in store.clusters()}
+        canonicals = {c.cluster_id: c.canonical_item_id for c in store.clusters()}
         counts = store.prune(cutoff, policy, now=NOW)
         assert counts["items"] == expected_gone > 0
         check_store_consistent(store)
         assert len(store.items()) == len(dates) - expected_gone
-        assert all((i["published_at"] or i["fetched_at"]) >= cutoff for i in store.items())
-        after = {c["cluster"]: c["canonical"] for c in store.clusters()}
+        assert all((i.published_at or i.fetched_at) >= cutoff for i in store.items())
+        after = {c.cluster_id: c.canonical_item_id for c in store.clusters()}
         assert len(after) == len(canonicals) - counts["clusters_deleted"]
         changed = [cid for cid in after if after[cid] != canonicals[cid]]
         assert len(changed) == counts["canonicals_reelected"]
         for cluster_id in changed:  # each re-election is recorded with its reason
             item = store.item(after[cluster_id])
-            assert item["canonical_changes"][-1]["new_item_id"] == after[cluster_id]
-            assert "pruned" in item["canonical_changes"][-1]["reason"]
+            assert item.canonical_changes[-1].new_item_id == after[cluster_id]
+            assert "pruned" in item.canonical_changes[-1].reason
 
 
 def test_prune_elects_by_the_configured_policy(store_url: str, tmp_path: Path) -> None:
@@ -51,8 +51,8 @@ def test_prune_elects_by_the_configured_policy(store_url: str, tmp_path: Path) -
         store.prune(dates[len(dates) // 3], canonical_policy("priority"), now=NOW)
         priorities = {s.name: s.priority for s in config.sources}
         for cluster in store.clusters():
-            canonical = next(m for m in cluster["items"] if m["id"] == cluster["canonical"])
-            assert priorities[canonical["source"]] == max(priorities[m["source"]] for m in cluster["items"])
+            canonical = next(m for m in cluster.members if m.item_id == cluster.canonical_item_id)
+            assert priorities[canonical.source] == max(priorities[m.source] for m in cluster.members)
 
 
 def test_dry_run_changes_nothing_and_reports_the_same_counts(demo_config: Path) -> None:

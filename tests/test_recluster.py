@@ -42,7 +42,7 @@ def test_apply_then_replay_is_a_fixed_point_and_keeps_uids(demo_config: Path) ->
     url = load(demo_config).store.url
     with Store.open(url) as store:
         uids = {c.uid: c.item_id for c in store.stories()}
-        before_ids = {c["cluster"] for c in store.clusters()}
+        before_ids = {c.cluster_id for c in store.clusters()}
     preview = _recluster(demo_config, "--dry-run", "--threshold", "0.99")
     applied = _recluster(demo_config, "--threshold", "0.99")
     assert applied["applied"]["items_moved"] == preview["items_moved"]
@@ -51,7 +51,7 @@ def test_apply_then_replay_is_a_fixed_point_and_keeps_uids(demo_config: Path) ->
         clusters = store.clusters()
         assert len(clusters) == preview["clusters_after"]
         # every stored cluster kept its id (and uid): splitting only adds clusters
-        assert before_ids <= {c["cluster"] for c in clusters}
+        assert before_ids <= {c.cluster_id for c in clusters}
         assert set(uids) <= {s.uid for s in store.stories()}
         with store.engine.connect() as conn:
             # the moved items' stored decisions now explain their new clusters

@@ -13,6 +13,7 @@ from .conftest import run_cli
 from ingest.config import load
 from ingest.errors import SearchError
 from ingest.search import fts5_query
+from ingest.models import ItemRow
 from ingest.store import Store, schema
 from ingest.text import normalize_words
 
@@ -21,14 +22,14 @@ def _store(config_path: Path) -> Store:
     return Store.open(load(config_path).store.url)
 
 
-def _body_only_word(items: list[dict]) -> tuple[str, set[int]]:
+def _body_only_word(items: list[ItemRow]) -> tuple[str, set[int]]:
     """A word found in the body of some stories but in no title; the clusters holding it."""
-    title_words = {w for item in items for w in normalize_words(item["title"])}
+    title_words = {w for item in items for w in normalize_words(item.title)}
     clusters_of: dict[str, set[int]] = {}
     for item in items:
-        for word in set(normalize_words(item["text"])):
-            clusters_of.setdefault(word, set()).add(item["cluster"])
-    total = len({item["cluster"] for item in items})
+        for word in set(normalize_words(item.text)):
+            clusters_of.setdefault(word, set()).add(item.cluster_id)
+    total = len({item.cluster_id for item in items})
     usable = sorted(
         (w for w, cs in clusters_of.items()
          if w not in title_words and len(w) >= 7 and w.isalpha() and 1 <= len(cs) < total),
@@ -41,14 +42,14 @@ def _body_only_word(items: list[dict]) -> tuple[str, set[int]]:
 def test_search_finds_a_demo_story_by_a_word_in_its_body(demo_config: Path) -> None:
     with _store(demo_config) as store:
         items = store.items()
-        clusters = {c["cluster"]: c for c in store.clusters()}
+        clusters = {c.cluster_id: c for c in store.clusters()}
     word, expected = _body_only_word(items)
     done = run_cli("search", "-c", str(demo_config), word, "--json")
     assert done.returncode == 0, done.stderr
     hits = [json.loads(line) for line in done.stdout.splitlines()]
     assert {h["cluster_id"] for h in hits} == expected
     # canonical items by default, one per cluster
-    assert all(h["item_id"] == clusters[h["cluster_id"]]["canonical"] for h in hits)
+    assert all(h["item_id"] == clusters[h["cluster_id"]].canonical_item_id for h in hits)
     assert len(hits) == len(expected)
     assert all(word in h["snippet"].lower() for h in hits)
 
@@ -57,15 +58,15 @@ def test_search_ranks_and_all_copies_lists_every_matching_item(store_url: str, d
     with _store(demo_config) as store:
         items = store.items()
         word, _ = _body_only_word(items)
-        matching = {i["id"] for i in items if word in normalize_words(i["text"])}
+        matching = {i.item_id for i in items if word in normalize_words(i.text)}
         hits = store.search(word, all_copies=True, limit=100)
         assert {h.item_id for h in hits} == matching
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert store.search(word, all_copies=True, limit=2) == hits[:2]
         # a phrase: two adjacent words of an item find it
-        words = normalize_words(items[0]["text"])
+        words = normalize_words(items[0].text)
         hits = store.search(f'"{words[0]} {words[1]}"', all_copies=True, limit=100)
-        assert items[0]["id"] in {h.item_id for h in hits}
+        assert items[0].item_id in {h.item_id for h in hits}
 
 
 def test_search_operators_or_and_exclusion(store_url: str, demo_config: Path) -> None:
@@ -73,18 +74,18 @@ def test_search_operators_or_and_exclusion(store_url: str, demo_config: Path) ->
         items = store.items()
         by_word: dict[str, set[int]] = {}
         for item in items:
-            for word in set(normalize_words(item["title"] + " " + item["text"])):
-                by_word.setdefault(word, set()).add(item["cluster"])
+            for word in set(normalize_words(item.title + " " + item.text)):
+                by_word.setdefault(word, set()).add(item.cluster_id)
         counts = Counter({w: len(cs) for w, cs in by_word.items() if w.isalpha() and len(w) > 5})
-        a, b = [w for w, _ in counts.most_common() if 1 < counts[w] < len({i["cluster"] for i in items})][:2]
+        a, b = [w for w, _ in counts.most_common() if 1 < counts[w] < len({i.cluster_id for i in items})][:2]
         clusters = lambda q: {h.cluster_id for h in store.search(q, limit=100)}  # noqa: E731
         assert clusters(f"{a} OR {b}") == by_word[a] | by_word[b]
-        both = {i["cluster"] for i in items if {a, b} <= set(normalize_words(i["title"] + " " + i["text"]))}
+        both = {i.cluster_id for i in items if {a, b} <= set(normalize_words(i.title + " " + i.text))}
         assert clusters(f"{a} {b}") == both
         # exclusion works per item: a cluster stays when one of its copies lacks the word
         excluded = {
-            i["cluster"] for i in items
-            if a in normalize_words(i["title"] + " " + i["text"]) and b not in normalize_words(i["title"] + " " + i["text"])
+            i.cluster_id for i in items
+            if a in normalize_words(i.title + " " + i.text) and b not in normalize_words(i.title + " " + i.text)
         }
         assert clusters(f"{a} -{b}") == excluded
 
@@ -127,9 +128,9 @@ def test_fts5_query_quotes_every_term() -> None:
 def test_the_index_follows_updates(store_url: str, demo_config: Path) -> None:
     with _store(demo_config) as store:
         item = store.items()[0]
-        old_word = max((w for w in normalize_words(item["text"]) if w.isalpha()), key=len)
-        assert item["id"] in {h.item_id for h in store.search(old_word, all_copies=True, limit=100)}
+        old_word = max((w for w in normalize_words(item.text) if w.isalpha()), key=len)
+        assert item.item_id in {h.item_id for h in store.search(old_word, all_copies=True, limit=100)}
         with store.engine.begin() as conn:  # rewrite one text the way commit_item does: an UPDATE of items
-            conn.execute(update(schema.items).where(schema.items.c.id == item["id"]).values(text="zyxwvut quokka"))
-        assert [h.item_id for h in store.search("quokka", all_copies=True)] == [item["id"]]
-        assert item["id"] not in {h.item_id for h in store.search(old_word, all_copies=True, limit=100)}
+            conn.execute(update(schema.items).where(schema.items.c.id == item.item_id).values(text="zyxwvut quokka"))
+        assert [h.item_id for h in store.search("quokka", all_copies=True)] == [item.item_id]
+        assert item.item_id not in {h.item_id for h in store.search(old_word, all_copies=True, limit=100)}

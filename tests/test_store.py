@@ -82,7 +82,7 @@ def test_identity_new_unchanged_updated(store):
     updated = _commit(store, wire, _entry("g1", text=edited), edited)
     assert updated.status == "updated" and updated.item_id == first.item_id
     assert store.counts() == {"items": 1, "clusters": 1, "sources": 2}
-    assert "sixty four" in store.items()[0]["text"]
+    assert "sixty four" in store.items()[0].text
 
 
 def test_copy_across_sources_joins_and_earlier_copy_becomes_canonical(store):
@@ -91,9 +91,9 @@ def test_copy_across_sources_joins_and_earlier_copy_becomes_canonical(store):
     original = _commit(store, ids["wire"], _entry("w1"), STORY, published=T0)
     assert original.decision.kind == "duplicate" and original.cluster_id == later.cluster_id
     [cluster] = store.clusters()
-    assert cluster["size"] == 2 and cluster["canonical"] == original.item_id
+    assert cluster.size == 2 and cluster.canonical_item_id == original.item_id
     detail = store.item(later.item_id)
-    assert [(c["old_item_id"], c["new_item_id"]) for c in detail["canonical_changes"]] == [
+    assert [(c.old_item_id, c.new_item_id) for c in detail.canonical_changes] == [
         (later.item_id, original.item_id)
     ]
 
@@ -127,8 +127,8 @@ def test_a_failing_item_in_a_batch_leaves_nothing_and_the_others_commit(store):
         with pytest.raises(IngestError):
             _commit(writer, wire, _entry("b"), STORY + "\n\nShare this article", policy=fails)
         c = _commit(writer, wire, _entry("c", title="Insurance"), OTHER)
-    assert sorted(i["id"] for i in store.items()) == sorted([a.item_id, c.item_id])
-    assert {cluster["cluster"]: cluster["size"] for cluster in store.clusters()} == {a.cluster_id: 1, c.cluster_id: 1}
+    assert sorted(i.item_id for i in store.items()) == sorted([a.item_id, c.item_id])
+    assert {cluster.cluster_id: cluster.size for cluster in store.clusters()} == {a.cluster_id: 1, c.cluster_id: 1}
     with store.engine.connect() as conn:  # no index rows of the failed item
         for table in ("lsh_bands", "paragraphs", "removals"):
             orphans = conn.exec_driver_sql(f"SELECT count(*) FROM {table} WHERE item_id NOT IN (SELECT id FROM items)")
@@ -230,12 +230,12 @@ def test_footer_in_three_stories_is_learned_and_removed_from_earlier_items(store
     before = {o.item_id: store.item(o.item_id) for o in outcomes}
     for o in outcomes:  # every carrier, the learning item included, lost the footer
         item = store.item(o.item_id)
-        assert FOOTER not in item["text"] and item["text"].startswith(STORIES[outcomes.index(o)][:40])
-        assert [(r["rule"], r["text"]) for r in item["removals"]] == [("learned", FOOTER)]
-        assert item["content_hash"] == dedup.fingerprint(item["text"], SCHEME).content_hash
-        assert item["cluster_id"] == o.cluster_id and item["decision_method"] == before[o.item_id]["decision_method"]
+        assert FOOTER not in item.text and item.text.startswith(STORIES[outcomes.index(o)][:40])
+        assert [(r.rule, r.text) for r in item.removals] == [("learned", FOOTER)]
+        assert item.content_hash == dedup.fingerprint(item.text, SCHEME).content_hash
+        assert item.cluster_id == o.cluster_id and item.decision_method == before[o.item_id].decision_method
     (row,) = store.boilerplate("wire")
-    assert (row["text"], row["seen"], row["window"], row["removed"]) == (FOOTER, 3, 50, 3)
+    assert (row.text, row.seen, row.window, row.removed) == (FOOTER, 3, 50, 3)
 
     # the LSH index follows the new text: the clean story finds its re-signed item
     clean_fp = dedup.fingerprint(STORIES[0], SCHEME)
@@ -250,7 +250,7 @@ def test_versions_of_one_story_do_not_teach_their_paragraphs(store):
     assert len({o.cluster_id for o in outcomes}) == 1  # one story, four versions
     assert all(o.learned == () for o in outcomes)
     assert store.boilerplate("wire") == []
-    assert STORY.split("\n\n")[0] in store.item(outcomes[-1].item_id)["text"]
+    assert STORY.split("\n\n")[0] in store.item(outcomes[-1].item_id).text
 
 
 def test_short_items_merged_by_their_shared_footer_still_teach_it(store):
@@ -267,8 +267,8 @@ def test_short_items_merged_by_their_shared_footer_still_teach_it(store):
     assert len({o.cluster_id for o in outcomes}) < 3, "precondition: the footer made dedup see copies"
     assert outcomes[2].learned and outcomes[1].learned == ()
     for o, lead in zip(outcomes, leads):
-        assert store.item(o.item_id)["text"] == lead
-    assert store.boilerplate("wire")[0]["seen"] == 3
+        assert store.item(o.item_id).text == lead
+    assert store.boilerplate("wire")[0].seen == 3
 
 
 # ---------------------------------------------------------------------------- dedup: candidates, canonical, resign
@@ -286,7 +286,7 @@ def _policy_commit(store: Store, source_id: int, guid: str, text: str, policy: s
 
 
 def _changes(store: Store, item_id: int) -> list[tuple[int, int]]:
-    return [(c["old_item_id"], c["new_item_id"]) for c in store.item(item_id)["canonical_changes"]]
+    return [(c.old_item_id, c.new_item_id) for c in store.item(item_id).canonical_changes]
 
 
 def test_priority_policy_a_wire_copy_arriving_later_becomes_canonical(store):
@@ -296,11 +296,11 @@ def test_priority_policy_a_wire_copy_arriving_later_becomes_canonical(store):
                           at=T0 + timedelta(hours=2))
     assert wire.cluster_id == copy.cluster_id
     [cluster] = store.clusters()
-    assert cluster["canonical"] == wire.item_id and cluster["size"] == 2
+    assert cluster.canonical_item_id == wire.item_id and cluster.size == 2
     assert _changes(store, copy.item_id) == [(copy.item_id, wire.item_id)]
     # a later copy from a low-priority source changes nothing
     _policy_commit(store, ids["copycat"], "c2", STORY + "\n\nRead more", "priority", published=T0 - timedelta(hours=1))
-    assert store.clusters()[0]["canonical"] == wire.item_id
+    assert store.clusters()[0].canonical_item_id == wire.item_id
     assert len(_changes(store, copy.item_id)) == 1
 
 
@@ -310,7 +310,7 @@ def test_longest_policy_the_full_text_replaces_a_teaser_as_canonical(store):
                             "longest", published=T0)
     full = _policy_commit(store, ids["wire"], "w1", STORY, "longest", published=T0 + timedelta(hours=3))
     assert full.cluster_id == teaser.cluster_id
-    assert store.clusters()[0]["canonical"] == full.item_id
+    assert store.clusters()[0].canonical_item_id == full.item_id
     assert _changes(store, teaser.item_id) == [(teaser.item_id, full.item_id)]
 
 
@@ -319,7 +319,7 @@ def test_earliest_policy_falls_back_to_fetch_time_without_published_dates(store)
     first = _policy_commit(store, ids["copycat"], "c1", STORY, "earliest", at=T0)
     second = _policy_commit(store, ids["wire"], "w1", STORY + "\n\nShare this", "earliest", at=T0 + timedelta(minutes=5))
     assert second.cluster_id == first.cluster_id
-    assert store.clusters()[0]["canonical"] == first.item_id
+    assert store.clusters()[0].canonical_item_id == first.item_id
     assert _changes(store, first.item_id) == []
 
 
@@ -362,10 +362,10 @@ def test_a_lone_teaser_is_taken_into_the_cluster_of_a_later_copy(store):
     original = _commit(store, ids["wire"], _entry("w1", text=wire.text), wire.text, published=T0)
     assert original.cluster_id == update.cluster_id and original.decision.absorb == (teaser.cluster_id,)
     [cluster] = store.clusters()
-    assert cluster["size"] == 3
-    assert {m["id"] for m in cluster["items"]} == {update.item_id, teaser.item_id, original.item_id}
-    assert cluster["canonical"] == original.item_id  # earliest published
-    assert "moved into cluster" in store.item(teaser.item_id)["decision_reason"]
+    assert cluster.size == 3
+    assert {m.item_id for m in cluster.members} == {update.item_id, teaser.item_id, original.item_id}
+    assert cluster.canonical_item_id == original.item_id  # earliest published
+    assert "moved into cluster" in store.item(teaser.item_id).decision_reason
 
 
 @pytest.mark.parametrize("field,value", [("num_perm", 64), ("seed", 7), ("shingle_size", 4), ("datasketch_major", 1)])
@@ -383,7 +383,7 @@ def test_resign_rebuilds_signatures_and_index_and_keeps_clusters(store_url):
         _commit(store, wire, _entry("w1"), STORY)
         _commit(store, wire, _entry("w2"), STORY + "\n\nShare this article")
         _commit(store, wire, _entry("w3", text=OTHER), OTHER)
-        before = [(c["cluster"], sorted(m["id"] for m in c["items"])) for c in store.clusters()]
+        before = [(c.cluster_id, sorted(m.item_id for m in c.members)) for c in store.clusters()]
     new_cfg = replace(CFG, num_perm=64, seed=3, shingle_size=4)
     new_scheme = dedup.scheme_for(new_cfg)
     with pytest.raises(StoreError, match="num_perm"):
@@ -391,12 +391,12 @@ def test_resign_rebuilds_signatures_and_index_and_keeps_clusters(store_url):
     with Store.open(store_url, new_scheme.as_dict(), check_scheme=False) as store:
         assert store.resign(lambda text: dedup.fingerprint(text, new_scheme), new_scheme.as_dict()) == 3
     with Store.open(store_url, new_scheme.as_dict()) as store:  # accepted now
-        after = [(c["cluster"], sorted(m["id"] for m in c["items"])) for c in store.clusters()]
+        after = [(c.cluster_id, sorted(m.item_id for m in c.members)) for c in store.clusters()]
         assert after == before
         assert store.stored_scheme() == new_scheme.as_dict()
         items = store.items()
         for row in items:
-            assert len(store.item(row["id"])["signature"]) == 4 * 64
+            assert len(store.item(row.item_id).signature) == 4 * 64
         # the rebuilt index finds a new copy under the new scheme
         text = STORY + "\n\nFollow us for more"
         outcome = store.commit_item(

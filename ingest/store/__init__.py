@@ -1,5 +1,7 @@
-"""The canonical store (SQLAlchemy 2 Core over SQLite or PostgreSQL)."""
+"""The canonical store: SQLite or PostgreSQL through SQLAlchemy 2 Core (see store.py)."""
 
-from ingest.store.store import Store, Writer, normalize_url
+from ingest.store.engine import normalize_url
+from ingest.store.store import Store
+from ingest.store.writer import Writer
 
 __all__ = ["Store", "Writer", "normalize_url"]

@@ -1,6 +1,6 @@
 """Tables of the canonical store (SQLAlchemy 2 Core; the same on SQLite and PostgreSQL).
 
-The schema is versioned by an append-only list of migrations (``MIGRATIONS``); the
+``migrations.py`` creates and upgrades them (an append-only list of versions); the
 ``meta`` table records the version reached and how signatures were made.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -27,7 +27,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
 
@@ -225,16 +224,3 @@ POSTGRES_FTS = [
     f"ALTER TABLE items ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ({POSTGRES_TSVECTOR}) STORED",
     "CREATE INDEX ix_items_fts ON items USING gin (search_vector)",
 ]
-
-
-def _create_v1(conn: Connection) -> None:
-    metadata.create_all(conn)
-    for statement in SQLITE_FTS if conn.dialect.name == "sqlite" else POSTGRES_FTS:
-        conn.exec_driver_sql(statement)
-
-
-# Append-only: (version, description, function). Never edit a released entry; add one.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "initial schema", _create_v1),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
