@@ -222,7 +222,7 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
-    from ingest.scheduler import run_daemon
+    from ingest.daemon import run_daemon
 
     return run_daemon(config, args)
 

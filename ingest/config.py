@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ingest import PROJECT_URL, __version__
+from ingest import PROJECT_URL, __version__, sourcelists
 from ingest.errors import ConfigError
-from ingest.urls import is_http_url
+from ingest.urls import canonical_url, is_http_url
 
 DEFAULT_CONFIG_NAME = "ingest.toml"
 
@@ -342,10 +342,12 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     defaults = _section(raw.get("defaults", {}), "defaults", SPEC["defaults"], problems)
     sources = _sources(raw.get("sources", []), defaults, base, problems)
 
-    from ingest import sourcelists  # local import: sourcelists imports this module
-
-    extra, warnings = sourcelists.load_files(raw.get("sources_files", []), base, defaults, problems)
-    sources, duplicate_warnings = sourcelists.merge(sources, extra)
+    listed, warnings = sourcelists.load_files(raw.get("sources_files", []), base, problems)
+    extra = [
+        source for item in listed
+        if (source := source_from_table(item.table, item.where, defaults, item.base, problems, item.allow_local))
+    ]
+    sources, duplicate_warnings = merge_sources(sources, extra)
     warnings += duplicate_warnings
 
     if problems:
@@ -425,3 +427,31 @@ def _sources(value: Any, defaults: dict[str, Any], base: Path, problems: list[st
         seen.add(source.name)
         sources.append(source)
     return sources
+
+
+def merge_sources(first: list[SourceConfig], more: list[SourceConfig]) -> tuple[list[SourceConfig], list[str]]:
+    """Append ``more`` to ``first``, dropping repeated URLs and renaming clashing names; warnings."""
+    seen_urls = {_url_key(s.url): s.name for s in first}
+    names = {s.name for s in first}
+    out = list(first)
+    warnings: list[str] = []
+    for source in more:
+        key = _url_key(source.url)
+        if key in seen_urls:
+            warnings.append(f"source {source.name!r}: same URL as {seen_urls[key]!r}, kept once")
+            continue
+        name = source.name
+        counter = 2
+        while name in names:
+            name = f"{source.name} ({counter})"
+            counter += 1
+        if name != source.name:
+            source = replace(source, name=name)
+        seen_urls[key] = name
+        names.add(name)
+        out.append(source)
+    return out, warnings
+
+
+def _url_key(url: str) -> str:
+    return canonical_url(url) if is_http_url(url) else url

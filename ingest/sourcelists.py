@@ -1,8 +1,9 @@
 """Source lists named by ``sources_files``: OPML 1.0/2.0 outlines and TOML files of ``[[sources]]``.
 
-Read at config time (part of validation), so every problem is reported with the
-file that holds it. Sources whose URL repeats one already listed are reported once
-and kept once (first wins: the main config, then files in the order given).
+This module reads the file formats and returns raw source tables, each with where it
+came from; ``ingest.config`` validates them (with the main config's rules) and merges
+them into the source list. Read at config time, so every problem is reported with
+the file that holds it. ``to_opml`` writes a source list back as OPML 2.0.
 """
 
 from __future__ import annotations
@@ -10,27 +11,36 @@ from __future__ import annotations
 import glob
 import re
 import tomllib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from ingest.config import SourceConfig, source_from_table
-from ingest.urls import canonical_url, is_http_url
+if TYPE_CHECKING:
+    from ingest.config import SourceConfig
 
 _ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
 
 
-def load_files(
-    patterns: Any, base: Path, defaults: dict[str, Any], problems: list[str]
-) -> tuple[list[SourceConfig], list[str]]:
-    """Sources from every file matching ``patterns`` (relative to ``base``, globs allowed)."""
+@dataclass(frozen=True)
+class ListedSource:
+    """One source table read from a list file, before validation."""
+
+    where: str  # "feeds.opml: outline 'Name'", for messages
+    table: dict[str, Any]
+    base: Path  # relative paths in the table are relative to this folder
+    allow_local: bool  # OPML names URLs by definition: a local path there is refused
+
+
+def load_files(patterns: Any, base: Path, problems: list[str]) -> tuple[list[ListedSource], list[str]]:
+    """Source tables from every file matching ``patterns`` (relative to ``base``, globs allowed); warnings."""
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         problems.append("'sources_files' must be a list of paths or glob patterns")
         return [], []
-    sources: list[SourceConfig] = []
+    listed: list[ListedSource] = []
     warnings: list[str] = []
     for pattern in patterns:
         # glob.glob, not Path.glob: an absolute pattern is allowed too
@@ -45,41 +55,13 @@ def load_files(
                 problems.append(f"sources_files: {path}: file not found")
                 continue
             if path.suffix.lower() == ".toml":
-                sources += _from_toml(path, defaults, problems)
+                listed += _from_toml(path, problems)
             else:
-                sources += _from_opml(path, defaults, problems)
-    return sources, warnings
+                listed += _from_opml(path, problems)
+    return listed, warnings
 
 
-def merge(first: list[SourceConfig], more: list[SourceConfig]) -> tuple[list[SourceConfig], list[str]]:
-    """Append ``more`` to ``first``, dropping repeated URLs and renaming clashing names."""
-    seen_urls = {_url_key(s.url): s.name for s in first}
-    names = {s.name for s in first}
-    out = list(first)
-    warnings: list[str] = []
-    for source in more:
-        key = _url_key(source.url)
-        if key in seen_urls:
-            warnings.append(f"source {source.name!r}: same URL as {seen_urls[key]!r}, kept once")
-            continue
-        name = source.name
-        counter = 2
-        while name in names:
-            name = f"{source.name} ({counter})"
-            counter += 1
-        if name != source.name:
-            source = SourceConfig(**{**source.__dict__, "name": name})
-        seen_urls[key] = name
-        names.add(name)
-        out.append(source)
-    return out, warnings
-
-
-def _url_key(url: str) -> str:
-    return canonical_url(url) if is_http_url(url) else url
-
-
-def _from_toml(path: Path, defaults: dict[str, Any], problems: list[str]) -> list[SourceConfig]:
+def _from_toml(path: Path, problems: list[str]) -> list[ListedSource]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -88,15 +70,14 @@ def _from_toml(path: Path, defaults: dict[str, Any], problems: list[str]) -> lis
     unknown = set(raw) - {"sources"}
     if unknown:
         problems.append(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (expected [[sources]])")
-    out = []
-    for index, table in enumerate(raw.get("sources", [])):
-        source = source_from_table(table, f"{path.name}: sources[{index}]", defaults, path.parent, problems)
-        if source:
-            out.append(source)
-    return out
+    tables = raw.get("sources", [])
+    if not isinstance(tables, list):
+        problems.append(f"{path}: 'sources' must be an array of tables ([[sources]])")
+        return []
+    return [ListedSource(f"{path.name}: sources[{index}]", table, path.parent, True) for index, table in enumerate(tables)]
 
 
-def _from_opml(path: Path, defaults: dict[str, Any], problems: list[str]) -> list[SourceConfig]:
+def _from_opml(path: Path, problems: list[str]) -> list[ListedSource]:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
         body = path.read_bytes()
@@ -120,18 +101,14 @@ def _from_opml(path: Path, defaults: dict[str, Any], problems: list[str]) -> lis
     if root.tag != "opml" or body is None:
         problems.append(f"{path}: not OPML (no <opml><body>)")
         return []
-    out: list[SourceConfig] = []
+    out: list[ListedSource] = []
     for outline, category in _outlines(body, ()):
         url = (outline.get("xmlUrl") or "").strip()
         name = (outline.get("title") or outline.get("text") or url).strip()
         table: dict[str, Any] = {"name": name, "url": url}
         if category:
             table["tags"] = list(category)
-        source = source_from_table(
-            table, f"{path.name}: outline {name!r}", defaults, path.parent, problems, allow_local=False
-        )
-        if source:
-            out.append(source)
+        out.append(ListedSource(f"{path.name}: outline {name!r}", table, path.parent, False))
     return out
 
 
@@ -147,7 +124,7 @@ def _outlines(node: Any, category: tuple[str, ...]):
             yield from _outlines(outline, category)
 
 
-def to_opml(sources: list[SourceConfig], title: str = "ingest sources") -> str:
+def to_opml(sources: Iterable[SourceConfig], title: str = "ingest sources") -> str:
     """The sources as an OPML 2.0 document; a source's tags become nested folders (read back as tags)."""
     now = datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
     root = _Folder()

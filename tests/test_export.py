@@ -220,7 +220,7 @@ def _get(url: str, etag: str | None = None) -> tuple[int, dict[str, str], bytes]
 
 def test_daemon_serves_the_latest_clusters_with_etag_and_conditional_get(demo_config: Path) -> None:
     from ingest.pipeline import canonical_policy
-    from ingest.scheduler import Daemon
+    from ingest.daemon import Daemon
     from ingest.server import Server
 
     with demo_config.open("a", encoding="utf-8") as handle:

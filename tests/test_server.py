@@ -13,7 +13,7 @@ import pytest
 from .conftest import run_cli
 from ingest.config import load
 from ingest.errors import ConfigError
-from ingest.scheduler import Daemon
+from ingest.daemon import Daemon
 from ingest.server import ROUTES, Response, Server, parse_listen
 from ingest.store import Store
 

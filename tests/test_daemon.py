@@ -1,4 +1,4 @@
-"""The daemon: pure timing, the store lock, the stop flag, and the real process.
+"""The daemon: the store lock, the stop flag, and the real process.
 
 Process tests start ``python -m ingest -c FILE`` against a loopback feed server with
 1-second intervals and watch its store, its log and its exit.
@@ -12,7 +12,7 @@ import random
 import signal
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from ingest.errors import StoreLocked
 from ingest.fetch import Fetcher
 from ingest.models import SourceState
 from ingest.pipeline import Deps, process_source
-from ingest.scheduler import OVERDUE_GRACE, SPREAD_MAX, StoreLock, is_overdue, next_run
+from ingest.daemon import StoreLock
 from ingest.store import Store
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -39,53 +39,6 @@ def words(seed: int, n: int = 60) -> str:
     return " ".join(rng.choice(["alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "tango", "zulu",
                                 "harbour", "council", "budget", "river", "museum", "railway", "storm"])
                     + str(rng.randrange(1000)) for _ in range(n))
-
-
-# ---------------------------------------------------------------------------- next_run (pure)
-
-
-def test_next_run_waits_for_the_stores_next_poll_at() -> None:
-    later = NOW + timedelta(hours=2)  # e.g. backoff or Retry-After recorded by the last poll
-    assert next_run(state(next_poll_at=later), 60, NOW, jitter=0.0) == later
-
-
-def test_next_run_of_a_due_source_is_now_plus_jitter_only() -> None:
-    rng = random.Random(1)
-    for _ in range(100):
-        when = next_run(state(next_poll_at=NOW - timedelta(hours=1)), 100, NOW, jitter=0.1, rng=rng)
-        assert NOW <= when <= NOW + timedelta(seconds=10)
-
-
-def test_first_runs_spread_over_the_interval() -> None:
-    rng = random.Random(2)
-    times = [next_run(state(), 120, NOW, rng=rng, spread=True) for _ in range(200)]
-    offsets = sorted((t - NOW).total_seconds() for t in times)
-    assert 0 <= offsets[0] and offsets[-1] <= 120
-    assert offsets[-1] - offsets[0] > 100  # spread, not all at once
-    assert sum(1 for o in offsets if o < 60) in range(70, 131)  # roughly uniform
-
-
-def test_spread_is_capped_for_long_intervals() -> None:
-    rng = random.Random(3)
-    times = [next_run(None, 86400, NOW, rng=rng, spread=True) for _ in range(100)]
-    assert max((t - NOW).total_seconds() for t in times) <= SPREAD_MAX
-
-
-def test_spread_does_not_pull_a_future_poll_forward() -> None:
-    later = NOW + timedelta(minutes=30)
-    assert next_run(state(next_poll_at=later), 60, NOW, spread=True) == later
-
-
-def test_disabled_source_is_not_scheduled() -> None:
-    assert next_run(state(disabled_reason="HTTP 410 Gone"), 60, NOW) is None
-
-
-def test_is_overdue() -> None:
-    assert not is_overdue(None, 60, NOW)
-    assert not is_overdue(NOW - timedelta(seconds=OVERDUE_GRACE - 1), 1, NOW)
-    assert is_overdue(NOW - timedelta(seconds=OVERDUE_GRACE + 1), 1, NOW)
-    assert not is_overdue(NOW - timedelta(seconds=500), 900, NOW)  # within one (long) interval
-    assert is_overdue(NOW - timedelta(seconds=901), 900, NOW)
 
 
 # ---------------------------------------------------------------------------- store lock

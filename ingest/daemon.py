@@ -5,12 +5,12 @@ feed ttl/max-age, error backoff and Retry-After, all computed by ``polling.next_
 when a poll is recorded) is the truth: after each poll the job is moved to
 ``next_run(state)``, that time plus jitter; a job that still fires early (its
 interval trigger is only the safety net for a run that never rescheduled, e.g. a
-misfire) finds the source not due and skips. ``next_run`` and ``is_overdue`` are
-pure, tested with a fixed clock.
+misfire) finds the source not due and skips. ``polling.next_run`` and
+``polling.is_overdue`` are pure, tested with a fixed clock.
 
 Threads: APScheduler's default executor is a thread pool of ``[daemon] workers``.
 Fetching overlaps well in threads, but parsing, extraction and MinHash are CPU-bound
-and share one core under the GIL (FINDINGS: two processes ~1.8x one); a process pool
+and share one core under the GIL (docs/daemon.md: two processes ~1.8x one); a process pool
 (or several daemons on PostgreSQL) is the later step for CPU-heavy loads.
 
 Signals: SIGTERM/SIGINT stop new polls, let in-flight ones finish their current item
@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -54,53 +54,14 @@ from ingest.fetch import Fetcher
 from ingest.metrics import Metrics
 from ingest.models import SourceReport, SourceState
 from ingest.pipeline import Deps, process_source, utcnow
+from ingest.polling import is_overdue, next_run
 from ingest.store import Store
 
 log = logging.getLogger("ingest.daemon")
 
-# First polls after a start are spread over the interval, but over no more than this:
-# a daemon restarted after a day away should not wait a day for its daily feeds.
-SPREAD_MAX = 300.0
-# A source is overdue when its poll is this late (at least; or one interval if longer).
-OVERDUE_GRACE = 60.0
 # A run that waited longer than this in the worker queue is dropped (APScheduler's
 # misfire) and the next one coalesced; at least one interval.
 MISFIRE_GRACE = 30.0
-
-
-# ---------------------------------------------------------------------------- pure timing
-
-
-def next_run(
-    state: SourceState | None,
-    interval: float,
-    now: datetime,
-    *,
-    jitter: float = 0.0,
-    rng: random.Random | None = None,
-    spread: bool = False,
-) -> datetime | None:
-    """When the job of a source should run next; None when it must not run (disabled).
-
-    The store's ``next_poll_at`` wins when it is in the future (backoff, Retry-After,
-    ttl); a source that is due (or never polled) runs now, or at a random point of
-    ``min(interval, SPREAD_MAX)`` when ``spread`` (first polls after a start). Then a
-    random delay of up to ``jitter`` x interval so sources drift apart.
-    """
-    rng = rng or random.Random()
-    if state is not None and state.disabled_reason:
-        return None
-    due = state.next_poll_at if state is not None else None
-    if due is not None and due > now:
-        base = due
-    else:
-        base = now + timedelta(seconds=rng.uniform(0.0, min(interval, SPREAD_MAX)) if spread else 0.0)
-    return base + timedelta(seconds=rng.uniform(0.0, jitter * interval))
-
-
-def is_overdue(due: datetime | None, interval: float, now: datetime) -> bool:
-    """True when a poll due at ``due`` is later than max(interval, OVERDUE_GRACE)."""
-    return due is not None and (now - due).total_seconds() > max(interval, OVERDUE_GRACE)
 
 
 # ---------------------------------------------------------------------------- store lock
