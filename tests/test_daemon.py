@@ -12,7 +12,6 @@ import random
 import signal
 import sqlite3
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,9 @@ from .conftest import run_cli
 from ingest.config import load
 from ingest.errors import StoreLocked
 from ingest.fetch import Fetcher
-from ingest.models import SourceState
 from ingest.pipeline import Deps, process_source
 from ingest.daemon import StoreLock
 from ingest.store import Store
-
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def state(**kw: object) -> SourceState:
-    return SourceState(source_id=1, name="s", url="http://127.0.0.1/feed", **kw)  # type: ignore[arg-type]
-
 
 def words(seed: int, n: int = 60) -> str:
     """A distinct text per seed (so items are not duplicates of each other)."""
