@@ -387,25 +387,21 @@ def cmd_boilerplate(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
-    from ingest.fetch import Fetcher
-    from ingest.pipeline import Deps, reprocess
+    from ingest.maintenance import reprocess
 
     sources = _chosen_sources(config, args.source)
     with open_store(config) as store:
-        fetcher = Fetcher(config.fetch)  # Deps wants one; reprocess sends no request
-        try:
-            done = reprocess(Deps(config, store, fetcher), sources)
-        finally:
-            fetcher.close()
+        done = reprocess(config, store, sources)
     for name, (seen, changed) in sorted(done.items()):
         print(f"{name}: {changed} of {seen} items re-cleaned")
     return EXIT_OK
 
 
 def cmd_resign(config: Config, args: argparse.Namespace) -> int:
-    scheme = dedup.scheme_for(config.dedup)
+    from ingest.maintenance import resign
+
     with open_store(config, check_scheme=False) as store:
-        count = store.resign(lambda text: dedup.fingerprint(text, scheme), scheme.as_dict())
+        count = resign(config, store)
     print(f"re-signed {count} items and rebuilt the LSH index")
     return EXIT_OK
 
@@ -454,35 +450,23 @@ def cmd_prune(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_recluster(config: Config, args: argparse.Namespace) -> int:
-    import tempfile
     from dataclasses import replace
 
-    from ingest import recluster
-    from ingest.pipeline import canonical_policy
+    from ingest.maintenance import recluster_store
+    from ingest.recluster import with_threshold
 
     cfg = config.dedup
     if args.threshold is not None:
         if not 0.05 <= args.threshold <= 1.0:
             raise ConfigError(f"--threshold must be between 0.05 and 1.0, got {args.threshold}")
-        cfg = recluster.with_threshold(cfg, args.threshold)
+        cfg = with_threshold(cfg, args.threshold)
     if args.containment is not None:
         if not 0.3 <= args.containment <= 1.0:
             raise ConfigError(f"--containment must be between 0.3 and 1.0, got {args.containment}")
         cfg = replace(cfg, containment=args.containment)
-    policy = canonical_policy(cfg.canonical)
     with open_store(config) as store:
-        history = store.history()
-        # the replay writes into a scratch SQLite store: the real one is only read
-        with tempfile.TemporaryDirectory(prefix="ingest-recluster-") as scratch_dir:
-            with Store.open(f"sqlite:///{scratch_dir}/replay.db") as scratch:
-                result = recluster.replay(history, scratch, cfg, policy)
-        old = {item.item_id: item.cluster_id for item in history}
-        diff = recluster.compare(old, result.labels)
-        applied = None
-        if not args.dry_run and (diff.merges or diff.splits):
-            applied = store.apply_clusters(
-                recluster.keep_ids(old, result.labels), recluster.groups_of(result.labels), result.decisions, policy,
-            )
+        done = recluster_store(store, cfg, dry_run=args.dry_run)
+    diff, applied = done.diff, done.applied
     report = {**diff.as_dict(), "threshold": cfg.threshold, "containment": cfg.containment,
               "passage_share": cfg.passage_share, "dry_run": args.dry_run, "applied": applied}
     if args.json:

@@ -9,20 +9,17 @@ cannot be written stops the run.
 
 from __future__ import annotations
 
-import gc
 import logging
-import multiprocessing
-import os
 import random
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Callable, Iterator, Sequence
 
-from ingest import dedup, polling
+from ingest import dedup, pool, polling
 from ingest.clean import RuleSet, clean, paragraph_key, ruleset, strip_learned
 from ingest.config import Config, ExtractConfig, SourceConfig
 from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, StoreError
@@ -145,18 +142,18 @@ def run_once(
     workers = max(1, min(deps.config.fetch.concurrency, deps.config.daemon.workers, len(chosen) or 1))
     # the process pool is made before any poll thread runs: its workers are forked
     # from a process with one thread (see cpu_pool)
-    own_cpu = deps.cpu is None and len(chosen) >= POOL_MIN_SOURCES
-    cpu = cpu_pool(deps.config.daemon.processes) if own_cpu else deps.cpu
+    own_cpu = deps.cpu is None and len(chosen) >= pool.POOL_MIN_SOURCES
+    cpu = pool.cpu_pool(deps.config.daemon.processes) if own_cpu else deps.cpu
     io = deps.io or ThreadPoolExecutor(max_workers=deps.config.fetch.concurrency, thread_name_prefix="page")
     run_deps = replace(deps, cpu=cpu, io=io)
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-            futures = {pool.submit(process_source, s, states[s.name], run_deps): s for s in chosen}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as polls:
+            futures = {polls.submit(process_source, s, states[s.name], run_deps): s for s in chosen}
             for future in as_completed(futures):
                 try:
                     report = future.result()
                 except StoreError:  # the store is unusable: polls still queued must not start
-                    pool.shutdown(wait=False, cancel_futures=True)
+                    polls.shutdown(wait=False, cancel_futures=True)
                     raise
                 reports.append(report)
                 if on_done:
@@ -205,7 +202,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         return SourceReport(source.name, ok=True, not_modified=True, requests=result.requests, timings=timer.totals)
 
     try:
-        feed, seconds = _call(deps.cpu, parse_timed, result)
+        feed, seconds = pool.call(deps.cpu, parse_timed, result)
         timer.add("parse", seconds)
     except IngestError as exc:
         _record_failure(source, state, deps, str(exc), exc.kind, None, requests=result.requests)
@@ -307,88 +304,7 @@ def _without_learned(
     return (cleaned, dedup.fingerprint(cleaned, scheme), removed) if removed else None
 
 
-def _recleaned(
-    text: str, rules: RuleSet, learned: frozenset[str], scheme: dedup.SignatureScheme
-) -> tuple[str, Fingerprint, tuple[Removal, ...]] | None:
-    """A stored text cleaned again with the rules and learned paragraphs in force now."""
-    document = clean(Document(title="", text=text), rules, learned)
-    if document.text == text:
-        return None
-    return document.text, dedup.fingerprint(document.text, scheme), document.removals
-
-
-def reprocess(deps: Deps, sources: list[SourceConfig] | None = None) -> dict[str, tuple[int, int]]:
-    """Re-clean the stored items of ``sources`` with today's rules and learned boilerplate.
-
-    Stored text is already clean, so this applies what was added since it was stored
-    (paragraphs learned later, new `strip` patterns, new built-in rules) and keeps each
-    item's dedup decision. Returns source name -> (items seen, items changed).
-    """
-    chosen = sources if sources is not None else list(deps.config.sources)
-    states = deps.store.sync_sources(deps.config.sources)
-    done: dict[str, tuple[int, int]] = {}
-    for source in chosen:
-        state = states[source.name]
-        rules = ruleset(deps.config.extract.builtin_rules, source.strip)
-        learned = deps.store.learned_boilerplate(state.source_id)
-        done[source.name] = deps.store.reprocess(
-            state.source_id, partial(_recleaned, rules=rules, learned=learned, scheme=deps.scheme), at=deps.clock(),
-        )
-    return done
-
-
-# ---------------------------------------------------------------------------- CPU work
-
-# Below this many sources a run stays in one process: forking workers and shipping
-# bodies to them costs more than a small run's parsing and extraction.
-POOL_MIN_SOURCES = 4
-# Entries per task sent to the process pool, and items per store write batch: small
-# enough that one big source keeps both cores busy, its first items reach the store
-# early and a batch holds SQLite's write lock briefly (~30 ms); large enough that
-# pickling and task overhead stay small and a commit's WAL writes are shared. On the
-# 1k-item bench corpus: store cost 3.8 ms an item with one item per commit, 2.6 ms
-# with 8; the whole run 7 % faster with 16 than with 8, 32 no clearly better.
-CHUNK_ENTRIES = 16
-# Most items one write batch takes when several chunks are ready at once.
-MAX_BATCH = 64
-# Niceness added to process pool workers (see _worker_init).
-WORKER_NICE = 10
-
-
-def cpu_pool(processes: int) -> ProcessPoolExecutor | None:
-    """A process pool for parse/extract/clean/fingerprint (``processes`` 0: one per CPU), or None for 1."""
-    count = processes or os.cpu_count() or 1
-    if count <= 1:
-        return None
-    # fork: workers inherit the imported libraries (a spawned worker would spend about
-    # a second importing trafilatura, datasketch and numpy). Forking is safe here
-    # because the workers are started at once, before the caller starts threads.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    # the workers' collectors leave what they inherit alone (modules, rules, config), so
-    # those pages stay shared with this process, as the gc docs advise before a fork;
-    # this process goes on collecting as before
-    gc.freeze()
-    try:
-        pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_worker_init)
-        pool.submit(int).result()  # with fork, the first submit starts every worker
-    finally:
-        gc.unfreeze()
-    return pool
-
-
-def _worker_init() -> None:
-    """Run in each pool worker first: yield the CPU to the process that writes the store.
-
-    The store writer is the one serial stage; with two CPU-bound workers and the
-    writer on two cores, the kernel's fair share left the writer runnable but not
-    running about a third of the time (writer lock held 4.1 s for 2.9 s of its CPU per
-    1k bench items). Niced workers still take every idle cycle; the run was 16 % faster.
-    """
-    try:
-        os.nice(WORKER_NICE)
-    except OSError:  # a platform or sandbox that refuses: run at normal priority
-        pass
+# ---------------------------------------------------------------------------- CPU work (in pool workers)
 
 
 @dataclass(frozen=True)
@@ -439,38 +355,15 @@ def prepare_entries(
     return out
 
 
-def _call(executor: Executor | None, fn: Callable, *args: object):  # type: ignore[no-untyped-def]
-    return executor.submit(fn, *args).result() if executor is not None else fn(*args)
-
-
 def _prepared(
     fresh: list[Entry], source: SourceConfig, deps: Deps, learned: frozenset[str], timer: _Timer
 ) -> Iterator[list[Prepared]]:
-    """The entries to store, prepared, in order and in chunks: in the pool (all chunks at once) or here."""
-    chunks = [fresh[i : i + CHUNK_ENTRIES] for i in range(0, len(fresh), CHUNK_ENTRIES)]
+    """The entries to store, prepared, in order and in write batches (in the pool when there is one)."""
+    chunks = [fresh[i : i + pool.CHUNK_ENTRIES] for i in range(0, len(fresh), pool.CHUNK_ENTRIES)]
     args = (source, deps.config.extract, learned, deps.scheme)
-    if deps.cpu is None:
-        for chunk in chunks:
-            jobs = _pages(chunk, source, deps, timer)
-            yield _accounted(prepare_entries(jobs, *args), timer)
-        return
-    futures: list[Future[list[Prepared]]] = []
-    for chunk in chunks:
-        futures.append(deps.cpu.submit(prepare_entries, _pages(chunk, source, deps, timer), *args))
-    try:
-        next_chunk = 0
-        while next_chunk < len(futures):
-            ready = list(futures[next_chunk].result())  # chunks are stored in order
-            next_chunk += 1
-            # chunks already done join the same write batch: when the store lags behind
-            # the pool, fewer and larger commits let it catch up
-            while next_chunk < len(futures) and futures[next_chunk].done() and len(ready) < MAX_BATCH:
-                ready += futures[next_chunk].result()
-                next_chunk += 1
-            yield _accounted(ready, timer)
-    finally:
-        for future in futures:
-            future.cancel()
+    calls = ((_pages(chunk, source, deps, timer), *args) for chunk in chunks)
+    for batch in pool.in_order(deps.cpu, prepare_entries, calls):
+        yield _accounted(batch, timer)
 
 
 def _accounted(items: list[Prepared], timer: _Timer) -> list[Prepared]:

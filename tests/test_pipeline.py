@@ -314,7 +314,7 @@ def test_process_pool_gives_the_same_items_and_clusters_as_one_process(httpserve
 def test_cpu_pool_runs_work_in_other_processes_at_lower_priority():
     import os
 
-    from ingest.pipeline import WORKER_NICE, cpu_pool
+    from ingest.pool import WORKER_NICE, cpu_pool
 
     assert cpu_pool(1) is None
     pool = cpu_pool(2)
