@@ -1,0 +1,202 @@
+"""The README and docs/ held to the code: generated config reference, CLI, links, shape.
+
+- docs/configuration.md is exactly what ``ingest.reference`` generates from the SPEC;
+- every command and option of ``ingest.cli.build_parser()`` is in docs/cli.md (with its
+  help text), and every command the docs or the README name exists;
+- README.md is short and starts with the two fresh-machine commands;
+- every relative link (and its #anchor) in README.md and docs/*.md resolves, and so does
+  every ``docs/<page>.md#anchor`` cited in the code;
+- every TOML example in README.md and docs/ is a valid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ingest import config, reference
+from ingest.cli import build_parser
+
+from .conftest import ROOT
+
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+# The pages the reference is made of (issue 12, item 4); more may be added.
+PAGES = ("configuration", "cli", "fetching", "cleaning", "dedup", "daemon", "feeds", "benchmarks", "development",
+         "facts")
+README_MAX_LINES = 250
+COMMON_SECTION = "Options every command takes"
+
+
+def _pages() -> list[Path]:
+    return sorted(DOCS.glob("*.md"))
+
+
+def _markdown_files() -> list[Path]:
+    return [README, *_pages()]
+
+
+# ---------------------------------------------------------------------------- markdown helpers
+
+_FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+_LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_HTML_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"", re.IGNORECASE)
+
+
+def _without_code(text: str) -> str:
+    """The text with fenced blocks and code spans blanked (links inside code are not links)."""
+    text = _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    return _CODE_SPAN.sub(" ", text)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = _CODE_SPAN.sub(lambda m: m.group(2), heading)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link in a heading: its text
+    text = re.sub(r"<[^>]+>", "", text).strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every anchor a link into ``path`` may name: heading slugs (numbered when repeated) and <a id>."""
+    text = path.read_text(encoding="utf-8")
+    found: set[str] = set(_HTML_ANCHOR.findall(text))
+    counts: dict[str, int] = {}
+    for match in _HEADING.finditer(_FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)):
+        base = slug(match.group(2))
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        found.add(base if n == 0 else f"{base}-{n}")
+    return found
+
+
+def sections(text: str, level: int = 2) -> dict[str, str]:
+    """Heading text -> the text under it, up to the next heading of the same or a higher level."""
+    out: dict[str, str] = {}
+    pattern = re.compile(rf"^#{{1,{level}}}[ \t]+(.+?)[ \t]*$", re.MULTILINE)
+    stripped = _FENCE.sub(lambda m: m.group(0).replace("#", "\u2063"), text)  # no headings inside code
+    matches = list(pattern.finditer(stripped))
+    for here, following in zip(matches, matches[1:] + [None]):
+        end = following.start() if following else len(text)
+        out[here.group(1)] = text[here.end():end]
+    return out
+
+
+def code_tokens(text: str) -> set[str]:
+    """Words and options inside code spans and fenced blocks (``-o PATH`` gives ``-o`` and ``PATH``)."""
+    spans = [m.group(2) for m in _CODE_SPAN.finditer(_FENCE.sub(" ", text))]
+    spans += [m.group(0) for m in _FENCE.finditer(text)]
+    tokens: set[str] = set()
+    for span in spans:
+        tokens.update(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", span))
+        tokens.update(re.findall(r"[A-Za-z][\w-]*", span))
+    return tokens
+
+
+def _plain(text: str) -> str:
+    """Text compared with help strings: markdown escapes and emphasis dropped, spaces collapsed."""
+    text = text.replace("\\|", "|").replace("\\", "")
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------- the parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _sub_help(parser: argparse.ArgumentParser) -> dict[str, str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return {a.dest: a.help or "" for a in action._choices_actions}
+    return {}
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Option string -> action, -h/--help left out."""
+    return {
+        option: action
+        for action in parser._actions
+        if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+        for option in action.option_strings
+    }
+
+
+def _help(action: argparse.Action) -> str | None:
+    if not action.help or action.help == argparse.SUPPRESS:
+        return None
+    return action.help % {**vars(action), "default": action.default} if "%(" in action.help else action.help
+
+
+PARSER = build_parser()
+COMMANDS = _subparsers(PARSER)
+# options every subcommand takes (the parser's shared parent): documented once
+COMMON = set.intersection(*(set(_options(p)) for p in COMMANDS.values())) if COMMANDS else set()
+
+
+# ---------------------------------------------------------------------------- (a) configuration.md
+
+
+def test_configuration_page_is_what_the_generator_makes_now() -> None:
+    page = DOCS / "configuration.md"
+    assert page.is_file(), f"docs/configuration.md is missing: run `{reference.COMMAND}`"
+    assert page.read_text(encoding="utf-8") == reference.configuration_markdown(), (
+        f"docs/configuration.md is out of date with ingest.config: run `{reference.COMMAND}`"
+    )
+
+
+def test_configuration_page_names_every_key_and_its_default() -> None:
+    page = reference.configuration_markdown()
+    for section, keys in config.SPEC.items():
+        for key, (_check, description) in keys.items():
+            assert f"| `{key}` |" in page and description in page, f"{section}.{key} missing from the reference"
+    assert "[store]" in page and "[[sources]]" in page and "## sources_files" in page
+
+
+BOUNDED = [f"{s}.{k}" for s, keys in config.SPEC.items() for k, (check, _) in keys.items() if reference.bounds(check)]
+
+
+def test_most_keys_have_bounds_the_page_can_show() -> None:
+    assert len(BOUNDED) >= 20, BOUNDED  # today 30: a describer that stopped seeing bounds fails here
+
+
+@pytest.mark.parametrize("where", BOUNDED)
+def test_described_bounds_are_the_bounds_the_check_enforces(where: str) -> None:
+    """The bounds the page prints are read from the check: each edge passes, just beyond it fails."""
+    section, key = where.split(".")
+    check, _ = config.SPEC[section][key]
+    low, high = reference.bounds(check)  # type: ignore[misc]
+    integer = reference.describe(check).startswith("integer")
+    for edge, direction in ((low, -1), (high, 1)):
+        if edge is None:
+            continue
+        value = int(edge) if integer else float(edge)
+        check(value)  # the edge itself is accepted
+        step = 1 if integer else 1e-6 * max(1.0, abs(value))
+        with pytest.raises(ValueError):
+            check(value + direction * step)
+
+
+def test_an_unknown_check_is_refused_by_name() -> None:
+    def mystery(value: object) -> object:
+        return value
+
+    with pytest.raises(ValueError, match="teach ingest/reference.py"):
+        reference.describe(mystery)
+
+
+@pytest.mark.parametrize("seconds, text", [(900.0, "15m"), (86400.0, "1d"), (0.5, "0.5s"), (90.0, "90s"), (0.0, "0s")])
+def test_durations_are_written_as_the_config_writes_them(seconds: float, text: str) -> None:
+    assert reference.duration_text(seconds) == text
+    assert config.parse_duration(text) == seconds
