@@ -200,3 +200,55 @@ def test_an_unknown_check_is_refused_by_name() -> None:
 def test_durations_are_written_as_the_config_writes_them(seconds: float, text: str) -> None:
     assert reference.duration_text(seconds) == text
     assert config.parse_duration(text) == seconds
+
+
+# ---------------------------------------------------------------------------- (b) cli.md and the README's table
+
+_COMMAND_HEADING = re.compile(r"^`ingest(?: ([a-z][a-z-]*))?`")
+
+
+def _cli_sections() -> tuple[dict[str | None, str], str]:
+    """docs/cli.md by command (None: the top-level ``ingest``), and the common-options section."""
+    found: dict[str | None, str] = {}
+    common = ""
+    for heading, body in sections((DOCS / "cli.md").read_text(encoding="utf-8")).items():
+        match = _COMMAND_HEADING.match(heading)
+        if match:
+            found[match.group(1)] = body
+        elif heading == COMMON_SECTION:
+            common = body
+    return found, common
+
+
+def _documented(option: str, action: argparse.Action, body: str, where: str) -> None:
+    assert option in code_tokens(body), f"docs/cli.md: {where} does not document {option}"
+    help_text = _help(action)
+    if help_text:
+        assert _plain(help_text) in _plain(body), f"docs/cli.md: {where}: the help of {option} is not {help_text!r}"
+
+
+def test_cli_page_documents_every_command_and_option() -> None:
+    found, common = _cli_sections()
+    assert common, f"docs/cli.md has no '## {COMMON_SECTION}' section"
+    assert None in found, "docs/cli.md has no '## `ingest`' section for the daemon and --once"
+    for option in sorted(COMMON):
+        _documented(option, _options(PARSER)[option], common, COMMON_SECTION)
+    for option, action in _options(PARSER).items():
+        if option not in COMMON:
+            _documented(option, action, found[None], "`ingest`")
+    for name, sub in COMMANDS.items():
+        assert name in found, f"docs/cli.md has no '## `ingest {name}`' section"
+        body = found[name]
+        assert _plain(_sub_help(PARSER)[name]) in _plain(body), f"docs/cli.md: `ingest {name}` lacks its help line"
+        for option, action in _options(sub).items():
+            if option not in COMMON:
+                _documented(option, action, body, f"`ingest {name}`")
+        for action in sub._actions:
+            if not action.option_strings and _help(action):  # positionals
+                assert _plain(_help(action)) in _plain(body), f"docs/cli.md: `ingest {name}` lacks {action.dest}"
+
+
+def test_cli_page_names_no_command_the_parser_lacks() -> None:
+    found, _ = _cli_sections()
+    unknown = sorted(name for name in found if name is not None and name not in COMMANDS)
+    assert not unknown, f"docs/cli.md documents commands the parser does not have: {unknown}"
