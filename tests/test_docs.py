@@ -252,3 +252,141 @@ def test_cli_page_names_no_command_the_parser_lacks() -> None:
     found, _ = _cli_sections()
     unknown = sorted(name for name in found if name is not None and name not in COMMANDS)
     assert not unknown, f"docs/cli.md documents commands the parser does not have: {unknown}"
+def _readme_command_rows() -> list[tuple[str, str]]:
+    """(usage in the first cell, whole row) of every table row that starts with `ingest ...`."""
+    rows = []
+    for line in README.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^\|\s*`(ingest[^`]*)`", line)
+        if match:
+            rows.append((match.group(1), line))
+    return rows
+
+
+def test_readme_command_table_matches_the_parser() -> None:
+    rows = _readme_command_rows()
+    assert rows, "README.md has no command table (rows starting with | `ingest ...`)"
+    named: set[str] = set()
+    shown: dict[str | None, set[str]] = {}
+    for usage, row in rows:
+        words = usage.split()[1:]
+        command = words[0] if words and not words[0].startswith("-") else None
+        if command is not None:
+            assert command in COMMANDS, f"README.md names a command the parser lacks: {command}"
+            assert _plain(_sub_help(PARSER)[command]) in _plain(row), f"README.md: `ingest {command}`: not its --help line"
+            named.add(command)
+        known = _options(COMMANDS[command] if command else PARSER)
+        given = set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", usage))
+        for option in sorted(given):
+            assert option in known, f"README.md: `{usage}`: {option} is not an option of it"
+        shown.setdefault(command, set()).update(given)
+    missing = sorted(set(COMMANDS) - named)
+    assert not missing, f"README.md's command table lacks: {missing}"
+    for command, given in shown.items():
+        options = {o for o, a in _options(COMMANDS[command] if command else PARSER).items() if o not in COMMON}
+        # one spelling of each option is enough (-o or --output)
+        lacking = sorted(
+            a.option_strings[-1] for a in {_options(COMMANDS[command] if command else PARSER)[o] for o in options}
+            if not set(a.option_strings) & given
+        )
+        assert not lacking, f"README.md's rows for `ingest {command or ''}` lack {lacking}"
+
+
+# ---------------------------------------------------------------------------- (c) README.md
+
+
+def _first_block(text: str) -> list[str]:
+    match = _FENCE.search(text)
+    assert match, "README.md has no code block"
+    return match.group(0).splitlines()[1:-1]
+
+
+def _ci_test_command() -> str:
+    lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    return next(line for line in reversed(lines) if line.strip() and not line.startswith("#"))
+
+
+def test_readme_is_short_and_starts_with_the_two_commands() -> None:
+    text = README.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines (at most {README_MAX_LINES})"
+    assert lines[0].startswith("# ") and lines[1] == "" and lines[2].startswith("```"), "README.md: title, then the commands"
+    block = _first_block(text)
+    assert [line.startswith("# (a)") for line in block[::2]] == [True, False] and block[2].startswith("# (b)"), block
+    demo, tests = block[1], block[3]
+    assert demo.startswith("python3 -m venv .venv && ") and "ingest --once -c config/demo.toml" in demo
+    # .ci/run runs command (b); pip's -q is the only difference it may add
+    assert tests == _ci_test_command().replace("pip install -q ", "pip install "), (tests, _ci_test_command())
+
+
+def test_readme_says_how_to_use_your_own_feeds_on_the_first_screen() -> None:
+    head = "\n".join(README.read_text(encoding="utf-8").splitlines()[:60])
+    assert "ingest.example.toml" in head and "--once -c ingest.toml" in head and "ingest clusters" in head
+
+
+# ---------------------------------------------------------------------------- (d) links and anchors
+
+
+def _links(path: Path) -> list[str]:
+    return _LINK.findall(_without_code(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("path", _markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_and_anchors_resolve(path: Path) -> None:
+    broken = []
+    for target in _links(path):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: ...
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target} (no such anchor)")
+    assert not broken, f"{path.relative_to(ROOT)}: broken links: {broken}"
+
+
+def test_docs_anchors_cited_in_the_code_exist() -> None:
+    """Code comments cite measurements as ``docs/facts.md#anchor``: each must resolve."""
+    cited = re.compile(r"docs/([\w-]+\.md)(?:#([\w-]+))?")
+    broken = []
+    files = [*ROOT.joinpath("ingest").rglob("*.py"), *ROOT.joinpath("bench").glob("*.py"),
+             *ROOT.joinpath("config").iterdir(), ROOT / "pyproject.toml"]
+    for file in files:
+        for page, anchor in cited.findall(file.read_text(encoding="utf-8")):
+            if page == "configuration.md" and not anchor:
+                continue  # named as the generator's output
+            if not (DOCS / page).is_file():
+                broken.append(f"{file.relative_to(ROOT)}: docs/{page}")
+            elif anchor and anchor not in anchors(DOCS / page):
+                broken.append(f"{file.relative_to(ROOT)}: docs/{page}#{anchor}")
+    assert not broken, f"citations of docs that do not exist: {broken}"
+
+
+def test_slugs_follow_githubs_rules() -> None:
+    assert slug("Feeds out, search, retention, re-clustering") == "feeds-out-search-retention-re-clustering"
+    assert slug("`ingest items`") == "ingest-items"
+    assert slug("[[sources]]") == "sources" and slug("sources_files") == "sources_files"
+
+
+# ---------------------------------------------------------------------------- (e) the pages, and their examples
+
+
+def test_docs_has_the_reference_pages() -> None:
+    found = {p.stem for p in _pages()}
+    assert len(found) >= 5 and set(PAGES) <= found, f"docs/ lacks {sorted(set(PAGES) - found)}"
+
+
+_TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("path", _markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_toml_examples_are_valid_configs(path: Path, tmp_path: Path) -> None:
+    """Every ```toml block loads as a config (the source-list files it names exist, empty)."""
+    for block in _TOML_BLOCK.findall(path.read_text(encoding="utf-8")):
+        raw = tomllib.loads(block)
+        for name in raw.get("sources_files", []):
+            if not any(c in name for c in "*?["):
+                target = tmp_path / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("" if name.endswith(".toml") else '<opml version="2.0"><body/></opml>\n')
+        config.from_dict(raw, tmp_path / "ingest.toml")
