@@ -272,7 +272,8 @@ def test_readme_command_table_matches_the_parser() -> None:
         command = words[0] if words and not words[0].startswith("-") else None
         if command is not None:
             assert command in COMMANDS, f"README.md names a command the parser lacks: {command}"
-            assert _plain(_sub_help(PARSER)[command]) in _plain(row), f"README.md: `ingest {command}`: not its --help line"
+            help_line = _sub_help(PARSER)[command]
+            assert _plain(help_line) in _plain(row), f"README.md: `ingest {command}` does not say {help_line!r}"
             named.add(command)
         known = _options(COMMANDS[command] if command else PARSER)
         given = set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", usage))
@@ -309,7 +310,8 @@ def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     text = README.read_text(encoding="utf-8")
     lines = text.splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines (at most {README_MAX_LINES})"
-    assert lines[0].startswith("# ") and lines[1] == "" and lines[2].startswith("```"), "README.md: title, then the commands"
+    assert lines[0].startswith("# ") and lines[1] == "", "README.md starts with its title"
+    assert lines[2].startswith("```"), "README.md: the two commands come right after the title"
     block = _first_block(text)
     assert [line.startswith("# (a)") for line in block[::2]] == [True, False] and block[2].startswith("# (b)"), block
     demo, tests = block[1], block[3]
