@@ -313,7 +313,7 @@ def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     assert lines[0].startswith("# ") and lines[1] == "", "README.md starts with its title"
     assert lines[2].startswith("```"), "README.md: the two commands come right after the title"
     block = _first_block(text)
-    assert [line.startswith("# (a)") for line in block[::2]] == [True, False] and block[2].startswith("# (b)"), block
+    assert len(block) == 4 and block[0].startswith("# (a)") and block[2].startswith("# (b)"), block
     demo, tests = block[1], block[3]
     assert demo.startswith("python3 -m venv .venv && ") and "ingest --once -c config/demo.toml" in demo
     # .ci/run runs command (b); pip's -q is the only difference it may add
