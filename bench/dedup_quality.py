@@ -22,7 +22,7 @@ runs the full pipeline with cleaning off (built-in rules off, nothing learned).
 
 Every figure is given for the corpus as written and for a noisy variant (``noisy``:
 site chrome, captions, related headlines, copies cut at 60-100%), which stands in
-for real republished pages (FINDINGS.md).
+for real republished pages (docs/facts.md#real-copies).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from bench.corpus import ROOT, Item, feeds_by_source, load, rss
 from ingest.text import normalize_words
 
 RESULTS = ROOT / "bench" / "results" / "dedup_quality.json"
-# Relations whose recall the acceptance targets cover (FINDINGS: what syndicated copies do).
+# Relations whose recall the acceptance targets cover (docs/facts.md#what-republishers-change).
 EDITED = ("exact", "boilerplate", "reheadline", "para_edit", "update")
 
 
@@ -156,7 +156,7 @@ def _union(items: Iterable[Item], keys_of) -> dict[str, str]:  # type: ignore[no
 
 # ---------------------------------------------------------------------------- noise
 
-# Site chrome as real republishers wrap a copy in it (FINDINGS: navigation, captions,
+# Site chrome as real republishers wrap a copy in it (docs/facts.md#what-republishers-change: navigation, captions,
 # related links and truncation at different points dilute the overlap of real copies).
 _NAV = ("Home | World | Business | Sport | Opinion | Video | Podcasts",
         "News  Politics  Economy  Tech  Culture  Weather  Subscribe",
@@ -186,7 +186,7 @@ def noisy(items: Sequence[Item], seed: int = 7, harsh: bool = False) -> list[Ite
     Per source, a fixed navigation line and footer (learnable boilerplate); per item, a
     block of 3-5 headlines of unrelated stories and a photo caption (not learnable), and
     copies other than teasers cut after 60-100% of their paragraphs. ``harsh`` goes
-    further, towards the real copies of FINDINGS.md: 6-10 headlines, a per-site author
+    further, towards the real copies of docs/facts.md#real-copies: 6-10 headlines, a per-site author
     bio and a "Recommended" block quoting the opening paragraph of another story (body
     length, so it looks like article text), copies cut after 30-100%, and 2% of words
     changed (house style, typos). Deterministic.

@@ -7,7 +7,7 @@ news copy (15-25 words a sentence, 2-5 sentences a paragraph, 6-14 paragraphs), 
 shingling, MinHash and extraction see realistic sizes. About a third of the items are
 syndicated copies of another source's story, altered the way real republishers alter
 them: a disclaimer or "appeared first on" line glued on, a new headline, paragraphs
-reordered, or a teaser cut after a few paragraphs (FINDINGS.md). Pages are 20-100 KB
+reordered, or a teaser cut after a few paragraphs (docs/facts.md#what-republishers-change). Pages are 20-100 KB
 with navigation, sidebars, scripts and a footer around the article, like real news
 pages. The same arguments always give the same bytes.
 """

@@ -79,12 +79,12 @@ class ExtractConfig:
     min_chars: int = 200
     # trafilatura's fallback extractors (readability, jusText) when its own result looks
     # poor: off by default, since on the labelled pages they changed nothing that
-    # cleaning keeps or removes and cost half the extraction time (bench/clean_quality.py)
+    # cleaning keeps or removes and cost half the extraction time (docs/facts.md#trafilatura-fallbacks)
     trafilatura_fallbacks: bool = False
     # K = 3 different texts: on fixtures/dedup K = 2 also learned a real sentence shared
     # by two articles on one event, K = 3 learned only boilerplate (bench/clean_quality.py).
     # M = 50: about a day of a busy feed, so a new footer is learned the day it appears,
-    # and the count stays one indexed query over at most 50 items. README "## Cleaning".
+    # and the count stays one indexed query over at most 50 items. docs/facts.md#boilerplate-threshold.
     boilerplate_min_count: int = 3
     boilerplate_window: int = 50
 
@@ -240,7 +240,7 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
     "extract": {
         "builtin_rules": (BOOL, "strip the built-in disclaimer/boilerplate rules"),
         "min_chars": (_bounded(INT, 0), "extractions shorter than this fall back to the feed's text"),
-        "trafilatura_fallbacks": (BOOL, "also run trafilatura's fallback extractors (readability, jusText): about 2x slower"),
+        "trafilatura_fallbacks": (BOOL, "also run trafilatura's fallback extractors (readability, jusText): about 1.3x slower extraction"),
         "boilerplate_min_count": (_bounded(INT, 2), "a paragraph seen in this many different texts among a source's recent items is boilerplate"),
         "boilerplate_window": (_bounded(INT, 3), "how many recent items of a source are looked at"),
     },

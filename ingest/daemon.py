@@ -10,7 +10,7 @@ misfire) finds the source not due and skips. ``polling.next_run`` and
 
 Threads: APScheduler's default executor is a thread pool of ``[daemon] workers``.
 Fetching overlaps well in threads, but parsing, extraction and MinHash are CPU-bound
-and share one core under the GIL (docs/daemon.md: two processes ~1.8x one); a process pool
+and share one core under the GIL (docs/facts.md#processes-vs-threads: two processes 1.7-1.9x one); a process pool
 (or several daemons on PostgreSQL) is the later step for CPU-heavy loads.
 
 Signals: SIGTERM/SIGINT stop new polls, let in-flight ones finish their current item

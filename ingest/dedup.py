@@ -8,7 +8,7 @@ and with which numbers.
 
 Why verification on exact sets: signatures estimate Jaccard with a standard error of
 about sqrt(J(1-J)/num_perm) (0.04 at J=0.3, 128 permutations), and real copies and
-look-alikes sit close together in 0.1-0.4 (FINDINGS.md). LSH is tuned for recall and
+look-alikes sit close together in 0.1-0.4 (docs/facts.md#real-copies). LSH is tuned for recall and
 only proposes; the decision is made on exact numbers.
 """
 

@@ -54,7 +54,7 @@ def _parse_xml(body: bytes, content_type: str | None) -> ParsedFeed:
     try:
         # The HTML we keep only feeds trafilatura, and whatever we re-publish is built
         # from clean text: feedparser's sanitiser and URI resolution are wasted work
-        # (1.3-4.7x slower parsing of full-content feeds, FINDINGS.md).
+        # (about 2.5x slower parsing of full-content feeds: docs/facts.md#feedparser-sanitising).
         parsed = feedparser.parse(
             body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
         )

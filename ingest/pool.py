@@ -1,7 +1,7 @@
 """The process pool for the CPU-bound stages, and handing work to it in order.
 
 feedparser, trafilatura and MinHash hold the GIL: threads share one core, two
-processes do about 1.8x one (docs/benchmarks.md). ``cpu_pool`` makes forked, niced
+processes do 1.7-1.9x one (docs/facts.md#processes-vs-threads). ``cpu_pool`` makes forked, niced
 workers; ``in_order`` submits chunks of work and yields their results in order,
 merging chunks that are already done into one batch so a lagging store catches up
 with fewer, larger commits. ``pipeline.py`` decides what the work is.

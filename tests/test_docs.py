@@ -364,6 +364,14 @@ def test_docs_anchors_cited_in_the_code_exist() -> None:
     assert not broken, f"citations of docs that do not exist: {broken}"
 
 
+def test_the_code_cites_no_notes_outside_the_repository() -> None:
+    """Measured facts are cited from docs/; FINDINGS.md is third-party notes outside the repository."""
+    files = [*ROOT.joinpath("ingest").rglob("*.py"), *ROOT.joinpath("bench").glob("*.py"),
+             *ROOT.joinpath("config").iterdir(), ROOT / "pyproject.toml"]
+    citing = [str(f.relative_to(ROOT)) for f in files if "FINDINGS" in f.read_text(encoding="utf-8")]
+    assert not citing, f"cite docs/facts.md instead of FINDINGS.md in: {citing}"
+
+
 def test_slugs_follow_githubs_rules() -> None:
     assert slug("Feeds out, search, retention, re-clustering") == "feeds-out-search-retention-re-clustering"
     assert slug("`ingest items`") == "ingest-items"

@@ -154,7 +154,7 @@ class Batch:
     an item that fails leaves nothing and the others still commit, and a crash loses
     the uncommitted batch but never half an item. Most of a SQLite commit is writing
     the pages an item touched (items, FTS, LSH and paragraph indexes) to the WAL;
-    the items of a batch share many of them (docs/benchmarks.md).
+    the items of a batch share many of them (docs/facts.md#write-batches).
     PostgreSQL: each item commits on its own, so its advisory locks are held for one
     item and two workers' batches cannot deadlock on each other's keys.
     """
