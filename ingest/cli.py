@@ -14,15 +14,15 @@ import sys
 from datetime import datetime, timedelta, timezone
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from ingest import __version__, dedup
-from ingest.config import Config, SourceConfig, find_path, load
+from ingest import __version__
 from ingest.errors import ConfigError, IngestError, NotFound, SearchError, StoreError
-from ingest.export import FORMATS as export_formats
-from ingest.logs import setup_logging
-from ingest.models import ClusterMember, ClusterRow
-from ingest.store import Store
+
+if TYPE_CHECKING:  # the heavy modules are imported by the commands that use them: `ingest --help` stays fast
+    from ingest.config import Config, SourceConfig
+    from ingest.models import ClusterMember, ClusterRow
+    from ingest.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("ingest")
@@ -49,18 +49,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"ingest: usage: {self.prog}: {message} (see --help)\n")
 
 
+# What `ingest export --format` writes (ingest/export.py renders each; a test keeps them in step).
+EXPORT_FORMATS = ("atom", "jsonfeed", "jsonl", "csv")
+
+
+def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """-c, --log-level and --log-format: on the main parser with their defaults, on each
+    command without (SUPPRESS), so ``ingest -c FILE items`` keeps the FILE given first."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-c", "--config", metavar="FILE", default=default(None),
+                        help="config file (else $INGEST_CONFIG, else ./ingest.toml)")
+    parser.add_argument("--log-level", default=default("info"), choices=["debug", "info", "warning", "error"],
+                        help="least severe log lines written to stderr (default: info)")
+    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"],
+                        help="log lines as text or as one JSON object each (default: text)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (docs/cli.md is checked against it)."""
     common = _Parser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE", help="config file (else $INGEST_CONFIG, else ./ingest.toml)")
-    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    _common_options(common, defaults=False)
 
     parser = _Parser(
         prog="ingest",
-        parents=[common],
         description="Poll syndication feeds, clean article text, collapse syndicated copies into clusters.",
-        epilog="Without a command: run the daemon (or one pass with --once).",
+        epilog="Without a command: run the daemon (or one pass with --once). "
+               "New here? Try the offline demo: ingest --once -c config/demo.toml",
     )
+    _common_options(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"ingest {__version__}")
     parser.add_argument("--once", action="store_true", help="poll every source once and exit (for cron)")
     parser.add_argument("--json", action="store_true", help="with --once: print the summary as one JSON object")
@@ -71,16 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("items", parents=[common], help="list stored items")
     p.add_argument("--json", action="store_true", help="JSON Lines, one item each")
-    p.add_argument("--source", metavar="NAME")
-    p.add_argument("--limit", type=_positive_int, metavar="N")
+    p.add_argument("--source", metavar="NAME", help="only the items of this source")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N items (the first by id)")
 
     p = sub.add_parser("clusters", parents=[common], help="list clusters of copies")
     p.add_argument("--json", action="store_true", help="JSON Lines, one cluster each")
     p.add_argument("--min-size", type=int, default=1, metavar="N", help="only clusters with at least N items")
 
     p = sub.add_parser("show", parents=[common], help="one item: clean text, removed parts, cluster")
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", type=int, help="the item's id (from items, clusters or search)")
+    p.add_argument("--json", action="store_true", help="the same as one JSON object")
 
     p = sub.add_parser("sources", parents=[common], help="sources and their fetch state")
     p.add_argument("--json", action="store_true", help="JSON Lines, one source each")
@@ -88,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PATH", help="with --export-opml: write to PATH instead of stdout")
 
     p = sub.add_parser("boilerplate", parents=[common], help="paragraphs learned as boilerplate per source")
-    p.add_argument("--source", metavar="NAME")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--source", metavar="NAME", help="only this source's paragraphs")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one paragraph each")
 
     p = sub.add_parser("reprocess", parents=[common],
                        help="re-clean stored items with today's rules and learned boilerplate (dedup decisions kept)")
@@ -98,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resign", parents=[common], help="re-sign stored text with the current dedup settings, rebuild the index")
 
     p = sub.add_parser("export", parents=[common], help="one entry per story (cluster) as Atom, JSON Feed, JSON Lines or CSV")
-    p.add_argument("--format", default="atom", choices=export_formats)
+    p.add_argument("--format", default="atom", choices=EXPORT_FORMATS, help="the output format")
     p.add_argument("--since", metavar="DATE", help="only clusters changed since DATE (ISO 8601) or for a duration (e.g. 2d)")
     p.add_argument("--source", metavar="NAME", help="only clusters holding an item of this source")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="the N most recently changed clusters")
@@ -108,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help='words (all required), "a phrase", OR, -word')
     p.add_argument("--all-copies", action="store_true", help="every matching item, not one per cluster")
     p.add_argument("--json", action="store_true", help="JSON Lines, one hit each")
-    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="at most N hits")
 
     p = sub.add_parser("prune", parents=[common], help="drop items older than [store] retention")
     p.add_argument("--dry-run", action="store_true", help="report what would be dropped, change nothing")
@@ -126,14 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; the exit status (see the module docstring)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse printed its usage line
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    from ingest.config import find_path, load
+    from ingest.logs import setup_logging
+
     setup_logging(args.log_level, args.log_format)
     try:
-        config = load(find_path(args.config))
+        path = find_path(args.config)
+        if args.config is None and not path.exists():
+            _error(_how_to_start(path))
+            return EXIT_USAGE
+        config = load(path)
         for warning in config.warnings:
             log.warning("config: %s", warning)
         handler = COMMANDS.get(args.command or ("once" if args.once else "daemon"))
@@ -159,12 +185,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _how_to_start(path: Path) -> str:
+    """The message for a first run with no config: where ingest looked, and how to start."""
+    example = Path(__file__).resolve().parent.parent / "config" / "ingest.example.toml"
+    copy = f"cp {example} ingest.toml" if example.is_file() else "write an ingest.toml (docs/configuration.md)"
+    return (
+        f"config: no config file ({path} not found, -c FILE not given, $INGEST_CONFIG not set). "
+        f"To try the offline demo from a checkout: ingest --once -c config/demo.toml. "
+        f"To follow your own feeds: {copy}, list them under [[sources]], then ingest --once -c ingest.toml"
+    )
+
+
 def _error(message: str) -> None:
     print(f"ingest: {message}", file=sys.stderr)
 
 
 def open_store(config: Config, check_scheme: bool = True) -> Store:
-    return Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict(), check_scheme=check_scheme)
+    """The config's store, opened (and migrated); its signature scheme checked unless ``check_scheme`` is false."""
+    from ingest.dedup import scheme_for
+    from ingest.store import Store
+
+    return Store.open(config.store.url, scheme_for(config.dedup).as_dict(), check_scheme=check_scheme)
 
 
 def _chosen_sources(config: Config, names: list[str] | None) -> list[SourceConfig]:

@@ -7,8 +7,10 @@ at the bottom. Database errors become ``StoreError`` here, with one short line.
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -17,6 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.errors import StoreError
 
+# The stores ingest can use, and how a user writes their URLs.
+SUPPORTED = "SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST/DB)"
+_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
 # Candidate item ids and other id lists are read in chunks below SQLite's
 # bound-parameter limit.
 CHUNK = 500
@@ -55,6 +60,11 @@ class Database:
     @classmethod
     def connect(cls, url: str) -> "Database":
         """An engine for ``url`` (not yet connected); StoreError when the URL is unusable."""
+        scheme = url.split("://", 1)[0].lower() if "://" in url else None
+        if scheme is None:
+            raise StoreError(f"not a store URL: {url!r}; ingest stores into {SUPPORTED}")
+        if scheme not in _SCHEMES:
+            raise StoreError(f"unsupported store URL scheme {scheme!r} in {url!r}; ingest stores into {SUPPORTED}")
         url = normalize_url(url)
         try:
             engine = create_engine(url, future=True, pool_pre_ping=url.startswith("postgresql"))
@@ -70,12 +80,45 @@ class Database:
         """The URL with any password hidden, for messages."""
         return self.engine.url.render_as_string(hide_password=True)
 
+    def explain(self, exc: BaseException) -> str:
+        """Why the store cannot be opened, in plain words where the cause is the file system."""
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:" and not path.startswith("file:"):
+            cause = sqlite_path_problem(Path(path))
+            if cause:
+                return cause
+        return short(exc)
+
     def begin(self, immediate: bool = False) -> "Transaction":
         """A write transaction (``immediate``: SQLite's write lock taken at BEGIN)."""
         return Transaction(self.engine, immediate, self._writer if immediate else None)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def sqlite_path_problem(path: Path) -> str | None:
+    """What keeps SQLite from writing a store at ``path`` (a missing or read-only folder), or None."""
+    folder = path.parent
+    if not folder.exists():
+        return f"the folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if path.exists() and path.is_dir():
+        return f"{path} is a folder, not a store file"
+    if _read_only(folder):
+        return (f"the folder {folder} is read-only (SQLite writes the store and its -wal and -shm files there)")
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is read-only"
+    return None
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        read_only_fs = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_fs = False
+    return read_only_fs or not os.access(folder, os.W_OK)
 
 
 class Transaction:

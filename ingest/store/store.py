@@ -66,7 +66,7 @@ class Store:
                 migrations.check_signature_scheme(db, scheme)
         except SQLAlchemyError as exc:
             db.dispose()
-            raise StoreError(f"cannot open {db.display_url}: {short(exc)}") from exc
+            raise StoreError(f"cannot open {db.display_url}: {db.explain(exc)}") from exc
         except StoreError:
             db.dispose()
             raise
