@@ -67,13 +67,16 @@ class Writer:
         """
         with self._item() as conn:
             now = fetched_at or utcnow()
+            if self._db.is_postgres:
+                # before the existence check: two workers writing the same entry (two
+                # `--once` runs, two daemons) serialise on its identity, so the second
+                # finds the first's row instead of a duplicate key
+                _advisory_locks(conn, source_id, entry.identity, fp, canonical_url)
             existing = conn.execute(Q.existing, {"b_source": source_id, "b_identity": entry.identity}).first()
             if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
                 conn.execute(Q.touch_entry, {"b_item": existing.id, "b_entry_hash": entry.entry_hash})
                 return ItemOutcome(existing.id, "unchanged", existing.cluster_id)
 
-            if self._db.is_postgres:
-                _advisory_locks(conn, fp, canonical_url)
             exclude = existing.id if existing else None
             candidates, canonicals = lookup(conn, fp, canonical_url, exclude, max_candidates)
             decision = decide(candidates)
@@ -234,16 +237,29 @@ def _candidate_rows(conn: Connection, ids: list[int]) -> list[Any]:
     return list(rows.values())
 
 
-def _advisory_locks(conn: Connection, fp: Fingerprint, canonical_url: str | None) -> None:
+def _advisory_locks(
+    conn: Connection, source_id: int, identity: str, fp: Fingerprint, canonical_url: str | None,
+) -> None:
+    """Transaction-scoped locks on the item's identity, band keys, content hash and URL.
+
+    Copies of one story share band keys, hash or URL, so two workers deciding them
+    serialise and agree on one cluster; the same entry shares its identity. Sorted,
+    so two workers always lock in the same order and never deadlock; held for one
+    item (safe behind PgBouncer's transaction pooling).
+    """
     keys = set(fp.band_keys)
-    keys.add(int(fp.content_hash[:15], 16))
+    keys.add(_key63(fp.content_hash))
+    keys.add(_key63(hashlib.sha256(f"{source_id}\x00{identity}".encode()).hexdigest()))
     if canonical_url:
-        keys.add(int(hashlib.sha256(canonical_url.encode()).hexdigest()[:15], 16))
-    # sorted, so two workers always lock in the same order and never deadlock
+        keys.add(_key63(hashlib.sha256(canonical_url.encode()).hexdigest()))
     conn.execute(
         text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"),
         {"keys": sorted(keys)},
     )
+
+
+def _key63(hex_digest: str) -> int:
+    return int(hex_digest[:15], 16)
 
 
 def _item_values(
