@@ -26,7 +26,8 @@ from bench.gen import generate
 from ingest import dedup, export, recluster
 from ingest.config import load
 from ingest.fetch import Fetcher
-from ingest.pipeline import Deps, canonical_policy, run_once
+from ingest.pipeline import Deps, canonical_policy
+from ingest.worker import run_once
 from ingest.store import Store, normalize_url
 
 RESULTS = Path(__file__).resolve().parent / "results" / "feeds.json"

@@ -27,7 +27,8 @@ from ingest import dedup
 from ingest.config import FetchConfig, SourceConfig, from_dict
 from ingest.errors import FetchError
 from ingest.fetch import Fetcher
-from ingest.pipeline import Deps, run_once
+from ingest.pipeline import Deps
+from ingest.worker import run_once
 from ingest.store import Store
 from tests.loopback import Handler, Loopback, bomb, probe_memory, rss
 

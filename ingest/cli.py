@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", action="append", metavar="NAME", help="with --once: only these sources")
     parser.add_argument("--due", action="store_true",
                         help="with --once: only sources whose next poll time has come (interval, ttl, backoff, Retry-After)")
+    parser.add_argument("--replace-sources", action="store_true",
+                        help="make this config's source list the store's, even while other workers run another")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("items", parents=[common], help="list stored items")
@@ -224,22 +226,28 @@ def _chosen_sources(config: Config, names: list[str] | None) -> list[SourceConfi
 
 def cmd_once(config: Config, args: argparse.Namespace) -> int:
     from ingest.fetch import Fetcher
-    from ingest.pipeline import Deps, run_once
+    from ingest.pipeline import Deps
     from ingest.progress import Progress
+    from ingest.worker import run_once, worker_name
 
     sources = _chosen_sources(config, args.source)
     enabled = [s for s in sources if s.enabled]
+    owner = worker_name(config, "once")
     with open_store(config) as store:
+        # a fleet sharing the store must run one source list: this run's is checked too
+        store.agree_sources(config.sources, owner, live_within=config.daemon.lease * 3,
+                            replace=args.replace_sources)
         fetcher = Fetcher(config.fetch)
         progress = Progress(total=len(enabled), stream=sys.stderr)
         try:
             report = run_once(
                 Deps(config, store, fetcher), sources, on_done=progress.update, due_only=args.due,
-                on_start=progress.start,
+                on_start=progress.start, owner=owner,
             )
         finally:
             progress.close()
             fetcher.close()
+            store.worker_leave(owner)
     for failed in report.failed:
         _error(f"source {failed.source!r}: {failed.error}")
     for source in report.sources:
@@ -247,6 +255,10 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
             log.warning("%s: item skipped: %s", source.source, problem)
         for warning in source.warnings:
             log.info("%s: %s", source.source, warning)
+    for name, holder in sorted(report.elsewhere.items()):
+        log.info("%s: not polled: worker %s is polling it now", name, holder)
+    for name, reason in sorted(report.deferred.items()):
+        log.warning("%s: not polled this run: %s", name, reason)
     summary = report.summary()
     if args.json:
         print(json.dumps(summary))

@@ -111,6 +111,13 @@ class DaemonConfig:
     listen: str | None = None
     jitter: float = 0.1
     feed_size: int = 50
+    # A worker holds a source's lease while it polls it, extended every lease/3 by
+    # heartbeats. 60 s: a killed worker's sources wait at most that long (a fifteenth of
+    # the default 15-minute interval) before another worker takes them, three missed
+    # heartbeats in a row are needed to lose a lease to a busy database, and a worker
+    # paused for a minute (SIGSTOP, a VM migration) is fenced out. docs/daemon.md.
+    lease: float = 60.0
+    name: str | None = None  # this worker's name in the store, logs and metrics (default host:pid)
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,8 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
         "listen": (_optional(STRING), "host:port for /healthz, /metrics and the served feeds (off by default)"),
         "jitter": (_bounded(NUMBER, 0, 0.5), "random spread of poll times, as a share of the interval"),
         "feed_size": (_bounded(INT, 1, 1000), "clusters in the served /feed.atom and /feed.json"),
+        "lease": (_duration(3), "how long a worker holds a claimed source without a heartbeat (extended every lease/3)"),
+        "name": (_optional(STRING), "this worker's name in the store, logs and metrics (default: host:pid)"),
     },
     "defaults": {
         "interval": (_duration(1), "poll interval"),

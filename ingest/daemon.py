@@ -1,29 +1,24 @@
-"""The long-running daemon: APScheduler jobs, signals, live reload, health.
+"""The long-running daemon: claim due sources from the store, poll them, keep the leases alive.
 
-One APScheduler job per enabled source. The store's ``next_poll_at`` (interval,
-feed ttl/max-age, error backoff and Retry-After, all computed by ``polling.next_poll``
-when a poll is recorded) is the truth: after each poll the job is moved to
-``next_run(state)``, that time plus jitter; a job that still fires early (its
-interval trigger is only the safety net for a run that never rescheduled, e.g. a
-misfire) finds the source not due and skips. ``polling.next_run`` and
-``polling.is_overdue`` are pure, tested with a fixed clock.
+The sources table is the queue (``store/leases.py``): every claim tick the daemon's
+``Worker`` claims as many due sources as it has free poll slots (``[daemon] workers``)
+and polls each under its lease; a poll that ends claims the next at once. APScheduler 3
+drives the ticks and the housekeeping, never one job per source: the claim tick, the
+lease heartbeat (every lease/3), the fleet figures for /healthz and /metrics, and the
+retention prune. Parsing, extraction and MinHash run in the daemon's process pool
+(``[daemon] processes``, forked before any thread starts), so one daemon uses every
+core (docs/facts.md#processes-vs-threads).
 
-Threads: APScheduler's default executor is a thread pool of ``[daemon] workers``.
-Fetching overlaps well in threads, but parsing, extraction and MinHash are CPU-bound
-and share one core under the GIL (docs/facts.md#processes-vs-threads: two processes 1.7-1.9x one); a process pool
-(or several daemons on PostgreSQL) is the later step for CPU-heavy loads.
+Several daemons may share one PostgreSQL store: they are symmetric, claim work through
+the store and need no coordinator; they must run the same source list (checked at
+start and on reload: ``store/workers.py``). One daemon per SQLite store: an ``flock``
+on ``<db>.lock`` held for the daemon's life.
 
-Signals: SIGTERM/SIGINT stop new polls, let in-flight ones finish their current item
-within ``shutdown_timeout`` (the pipeline checks the stop flag between items; each
-item is its own transaction), then exit 0; a second signal exits at once. SIGHUP
-re-reads the config: sources added, removed or changed are rescheduled; an invalid
-file is reported in one line and the running config kept.
-
-One daemon per SQLite store: an ``flock`` on ``<db>.lock`` held for the daemon's
-life. PostgreSQL takes no lock: several daemons may share it; today each polls every
-source (duplicates are harmless: conditional GETs and the store's advisory locks),
-and ``_store_lock`` is where leased polls (``UPDATE sources SET lease_until=...
-WHERE next_poll_at <= now() ... FOR UPDATE SKIP LOCKED``) would go.
+Signals: SIGTERM/SIGINT stop new claims, let in-flight polls finish their current
+item within ``shutdown_timeout`` (the pipeline checks the stop flag between items;
+each item is its own transaction), give their leases back, then exit 0; a second
+signal exits at once. SIGHUP re-reads the config; an invalid file is reported in
+one line and the running config kept.
 """
 
 from __future__ import annotations
@@ -36,32 +31,38 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor as Threads
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ingest import dedup, polling
+from ingest import dedup, pool
 from ingest.config import Config, SourceConfig, load
 from ingest.errors import ConfigError, StoreError, StoreLocked
 from ingest.fetch import Fetcher
 from ingest.metrics import Metrics
-from ingest.models import SourceReport, SourceState
-from ingest.pipeline import Deps, process_source, utcnow
-from ingest.polling import is_overdue, next_run
+from ingest.models import SourceReport
+from ingest.pipeline import Deps, canonical_policy, utcnow
 from ingest.store import Store
+from ingest.store.leases import Lease
+from ingest.worker import Worker, worker_name
 
 log = logging.getLogger("ingest.daemon")
 
-# A run that waited longer than this in the worker queue is dropped (APScheduler's
-# misfire) and the next one coalesced; at least one interval.
-MISFIRE_GRACE = 30.0
+# Seconds between claim ticks. A poll that ends claims the next source at once, so the
+# tick only matters for sources that become due while every slot is idle.
+CLAIM_TICK = 1.0
+# Seconds between refreshes of the fleet figures (leases held, sources overdue).
+FLEET_REFRESH = 15.0
+# A source is overdue when its next poll is this late and nobody holds its lease.
+OVERDUE_GRACE = 60.0
+# Longest pause between claim attempts while the store does not answer.
+STORE_RETRY_MAX = 60.0
 
 
 # ---------------------------------------------------------------------------- store lock
@@ -109,32 +110,39 @@ def _store_lock(url: str) -> StoreLock | None:
 
 
 class Daemon:
-    """Scheduler, store, fetcher, metrics and the current config of one running daemon."""
+    """The worker, scheduler, store, fetcher, metrics and current config of one running daemon."""
 
-    def __init__(self, config: Config, store: Store, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: Config, store: Store, *, cpu: Any = None, rng: random.Random | None = None,
+        replace_sources: bool = False,
+    ) -> None:
         self._config = config
         self.store = store
         self.metrics = Metrics()
-        self.rng = rng or random.Random()
+        self.owner = worker_name(config)
         self.started_at = utcnow()
+        self._replace_sources = replace_sources
         self._stopping = threading.Event()
-        self._inflight = 0
-        self._inflight_cond = threading.Condition()
-        self._due: dict[str, datetime] = {}  # source -> when its job is planned (for lag and overdue)
         self._old_fetchers: list[Fetcher] = []
-        self.deps = Deps(config, store, Fetcher(config.fetch), should_stop=self._stopping.is_set)
-        self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(config.daemon.workers)}, timezone=timezone.utc,
-        )
-        # A poll still running when its safety-net trigger fires is expected (backoff
-        # moved it); count it instead of APScheduler's warning line. Misfires (a run
-        # that waited in the queue past its grace time) are overload: counted and logged.
-        self.scheduler.add_listener(lambda _e: self.metrics.overlaps.inc(), EVENT_JOB_MAX_INSTANCES)
-        self.scheduler.add_listener(lambda _e: self.metrics.missed.inc(), EVENT_JOB_MISSED)
-        logging.getLogger("apscheduler.scheduler").addFilter(_drop_max_instances)
-        self.metrics.gauge("ingest_polls_in_flight", "Polls running now", lambda: float(self._inflight))
-        self.metrics.gauge("ingest_sources_scheduled", "Sources with a poll job", lambda: float(len(self._due)))
-        self.metrics.gauge("ingest_sources_overdue", "Sources whose poll is late", lambda: float(len(self.overdue())))
+        self._pages = Threads(max_workers=config.fetch.concurrency, thread_name_prefix="page")
+        self.deps = Deps(config, store, Fetcher(config.fetch), rng=rng or random.Random(), cpu=cpu, io=self._pages,
+                         should_stop=self._stopping.is_set)
+        self.worker = Worker(self.deps, owner=self.owner, capacity=config.daemon.workers, on_done=self._done,
+                             on_claim=self._claimed, on_error=self._failed)
+        self._fleet: dict[str, int] = {"leases_held": 0, "leases_fleet": 0, "overdue": 0}
+        store.db.on_lock_wait = self.metrics.lock_wait_seconds.observe
+        self._digest: str | None = None
+        self._store_down_since: float | None = None
+        self._retry_at = 0.0
+        self.scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(4)}, timezone=timezone.utc)
+        m = self.metrics
+        m.gauge("ingest_polls_in_flight", "Polls running now", lambda: float(self.worker.in_flight))
+        m.gauge("ingest_leases_held", "Source leases this worker holds (counted in SQL)",
+                lambda: float(self._fleet["leases_held"]))
+        m.gauge("ingest_sources_overdue", "Sources whose poll is late and that no worker holds (counted in SQL)",
+                lambda: float(self._fleet["overdue"]))
+        m.gauge("ingest_fenced_writes", "Polls whose writes were refused: the lease ran out or was taken over",
+                lambda: float(self.worker.fenced))
 
     @property
     def config(self) -> Config:
@@ -143,81 +151,100 @@ class Daemon:
     # -- jobs
 
     def start(self) -> None:
-        """Schedule every enabled source (first polls spread out) and start the scheduler."""
-        states = self.store.sync_sources(self._config.sources)
-        now = self.deps.clock()
-        for source in self._config.sources:
-            self._schedule(source, states.get(source.name), now, spread=True)
+        """Check the source list against the fleet's, register, and start the claim tick and housekeeping."""
+        lease = self._config.daemon.lease
+        self._digest = self.store.agree_sources(self._config.sources, self.owner, live_within=lease * 3,
+                                                replace=self._replace_sources)
+        self.store.sync_sources(self._config.sources)
+        now = datetime.now(timezone.utc)
+        add = self.scheduler.add_job
+        add(self._tick, IntervalTrigger(seconds=CLAIM_TICK, timezone=timezone.utc), id="claim", next_run_time=now,
+            max_instances=1, coalesce=True, misfire_grace_time=None)
+        add(self._heartbeat, IntervalTrigger(seconds=lease / 3, timezone=timezone.utc), id="heartbeat",
+            max_instances=1, coalesce=True, misfire_grace_time=None)
+        add(self._refresh, IntervalTrigger(seconds=FLEET_REFRESH, timezone=timezone.utc), id="fleet",
+            next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None)
+        if self._config.store.retention:
+            add(self._prune, IntervalTrigger(hours=1, timezone=timezone.utc), id="prune",
+                next_run_time=now + timedelta(minutes=1), max_instances=1, coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
 
-    def _schedule(self, source: SourceConfig, state: SourceState | None, now: datetime, *, spread: bool) -> None:
-        job_id = f"poll:{source.name}"
-        when = next_run(state, source.interval, now, jitter=self._config.daemon.jitter, rng=self.rng, spread=spread)
-        if not source.enabled or when is None:
-            self._unschedule(source.name)
-            if state is not None and state.disabled_reason:
-                log.warning("%s: not polled: %s", source.name, state.disabled_reason)
+    def _sources(self) -> dict[str, SourceConfig]:
+        return {s.name: s for s in self.deps.config.sources if s.enabled}
+
+    def _tick(self) -> None:
+        """Claim due sources for the free poll slots (also called when a poll ends)."""
+        if self._stopping.is_set() or time.monotonic() < self._retry_at:
             return
-        self._due[source.name] = when
-        self.scheduler.add_job(
-            self._poll, IntervalTrigger(seconds=source.interval, timezone=timezone.utc), args=[source.name],
-            id=job_id, name=source.name, next_run_time=when, max_instances=1, coalesce=True,
-            misfire_grace_time=int(max(source.interval, MISFIRE_GRACE)), replace_existing=True,
-        )
-
-    def _unschedule(self, name: str) -> None:
-        self._due.pop(name, None)
+        self.worker.drain()
         try:
-            self.scheduler.remove_job(f"poll:{name}")
-        except JobLookupError:
-            pass
-
-    def _poll(self, name: str) -> None:
-        """The job: poll one source if it is due, then move the job to its next time."""
-        deps = self.deps  # a reload swaps deps; this poll keeps the one it started with
-        source = next((s for s in deps.config.sources if s.name == name and s.enabled), None)
-        with self._inflight_cond:  # stop() sets the flag under this lock: no poll slips past it
-            if source is None or self._stopping.is_set():
-                return
-            self._inflight += 1
-        started = time.perf_counter()
-        try:
-            state = self.store.source_state(name)
-            now = deps.clock()
-            if state is None:
-                return
-            if not polling.is_due(state, now):  # not yet due, or disabled (410)
-                self.metrics.skipped.inc()
-                self._reschedule(source, state, now)
-                return
-            planned = self._due.get(name)
-            if planned is not None:
-                self.metrics.lag_seconds.observe(max(0.0, (now - planned).total_seconds()))
-            report = process_source(source, state, deps)
-            self.metrics.observe(report)
-            _log_poll(report, time.perf_counter() - started)
-            self._reschedule(source, self.store.source_state(name), deps.clock())
+            self.worker.fill(self._sources(), due_only=True)
         except StoreError as exc:
-            self.metrics.store_error(name)
-            log.error("%s: %s", name, exc, extra={"source": name, "event": "poll", "status": "error",
-                                                  "error_kind": exc.kind})
-        finally:
-            with self._inflight_cond:
-                self._inflight -= 1
-                self._inflight_cond.notify_all()
+            self._store_down(exc)
+            return
+        if self._store_down_since is not None:
+            log.info("store answers again after %.0fs; claiming", time.monotonic() - self._store_down_since)
+            self._store_down_since = None
 
-    def _reschedule(self, source: SourceConfig, state: SourceState | None, now: datetime) -> None:
-        when = next_run(state, source.interval, now, jitter=self._config.daemon.jitter, rng=self.rng)
-        if when is None:
-            self._unschedule(source.name)
-            if state is not None:
-                log.warning("%s: no longer polled: %s", source.name, state.disabled_reason)
+    def _store_down(self, exc: StoreError) -> None:
+        """One line when the store stops answering, then quiet retries with a growing pause."""
+        now = time.monotonic()
+        if self._store_down_since is None:
+            self._store_down_since = now
+            log.error("claim: %s; retrying with a growing pause (up to %gs)", exc, STORE_RETRY_MAX)
+        pause = min(STORE_RETRY_MAX, max(CLAIM_TICK, 2 * (now - self._store_down_since)))
+        self._retry_at = now + pause
+
+    def _claimed(self, seconds: float, leases: list[Lease]) -> None:
+        self.metrics.claim_seconds.observe(seconds)
+        now = utcnow()
+        for lease in leases:
+            due = lease.state.next_poll_at
+            self.metrics.lag_seconds.observe(max(0.0, (now - due).total_seconds()) if due else 0.0)
+
+    def _done(self, report: SourceReport, seconds: float) -> None:
+        self.metrics.observe(report)
+        _log_poll(report, seconds)
+        self._tick()  # a slot is free: claim the next due source now, not at the next tick
+
+    def _failed(self, source: str, exc: BaseException) -> None:
+        if isinstance(exc, StoreError):
+            self.metrics.store_error(source)
+            log.error("%s: %s", source, exc, extra={"source": source, "event": "poll", "status": "error",
+                                                      "error_kind": exc.kind})
+        else:  # process_source turns bugs into reports; this is a bug in the worker itself
+            log.error("%s: poll failed: %s: %s", source, type(exc).__name__, exc)
+
+    def _heartbeat(self) -> None:
+        """Extend the running polls' leases; renew this worker's registration; notice a replaced source list."""
+        try:
+            self.worker.heartbeat()
+            current = self.store.worker_seen(self.owner)
+        except StoreError as exc:
+            log.warning("heartbeat: %s", exc)
+            return
+        if current is not None and current != self._digest:
+            log.warning("the store's source list was replaced by another worker; reload this daemon's config "
+                        "(SIGHUP) with the same sources to follow it")
+            self._digest = current
+
+    def _refresh(self) -> None:
+        try:
+            self._fleet = self.store.fleet_status(self.owner, OVERDUE_GRACE, self.deps.clock)
+        except StoreError as exc:
+            log.warning("fleet figures: %s", exc)
+
+    def _prune(self) -> None:
+        retention = self._config.store.retention
+        if not retention:
             return
         try:
-            self.scheduler.modify_job(f"poll:{source.name}", next_run_time=when)
-            self._due[source.name] = when
-        except JobLookupError:
-            pass  # removed by a reload while this poll ran
+            counts = self.store.prune(utcnow() - timedelta(seconds=retention), canonical_policy(self._config.dedup.canonical))
+        except StoreError as exc:
+            log.warning("prune: %s", exc)
+            return
+        if counts["items"]:
+            log.info("prune: dropped %d items older than the retention", counts["items"])
 
     # -- reload
 
@@ -240,25 +267,20 @@ class Daemon:
             self._old_fetchers.append(fetcher)  # polls in flight still use it; closed at exit
             fetcher = Fetcher(new.fetch)
         try:
-            states = self.store.sync_sources(new.sources)
-        except StoreError as exc:
+            self._digest = self.store.agree_sources(new.sources, self.owner, live_within=old.daemon.lease * 3,
+                                                    replace=self._replace_sources, previous=old.sources)
+            self.store.sync_sources(new.sources)
+        except (ConfigError, StoreError) as exc:
             self.metrics.reloads.labels("invalid").inc()
             log.error("reload: %s; keeping the running config", exc)
             return False
         self.deps = replace(self.deps, config=new, fetcher=fetcher)
+        self.worker.deps = self.deps
         self._config = new
         before = {s.name: s for s in old.sources}
         after = {s.name: s for s in new.sources}
-        now = self.deps.clock()
-        for name in before.keys() - after.keys():
-            self._unschedule(name)
-        added = changed = 0
-        for name, source in after.items():
-            if before.get(name) == source:
-                continue  # unchanged: its job (or its absence, if disabled) stands
-            added += name not in before
-            changed += name in before
-            self._schedule(source, states.get(name), now, spread=False)
+        added = len(after.keys() - before.keys())
+        changed = sum(1 for name in after.keys() & before.keys() if after[name] != before[name])
         self.metrics.reloads.labels("ok").inc()
         log.info("reload: %d sources (%d added, %d removed, %d changed)", len(after), added,
                  len(before.keys() - after.keys()), changed)
@@ -266,14 +288,8 @@ class Daemon:
 
     # -- health
 
-    def overdue(self) -> list[str]:
-        """Names of scheduled sources whose poll is late (see ``is_overdue``)."""
-        now = utcnow()
-        intervals = {s.name: s.interval for s in self._config.sources}
-        return sorted(n for n, due in list(self._due.items()) if is_overdue(due, intervals.get(n, 0.0), now))
-
     def health(self) -> dict[str, Any]:
-        """Scheduler alive, store reachable, sources overdue; ``ok`` false means 503."""
+        """Scheduler alive, store reachable, leases and overdue sources; ``ok`` false means 503."""
         thread = getattr(self.scheduler, "_thread", None)
         alive = self.scheduler.running and thread is not None and thread.is_alive() and not self._stopping.is_set()
         try:
@@ -281,41 +297,37 @@ class Daemon:
             store = "ok"
         except StoreError as exc:
             store = str(exc)
-        overdue = self.overdue()
-        scheduled = len(self._due)
-        # every source late at once means the workers are wedged, not that feeds are slow
-        wedged = scheduled > 0 and len(overdue) == scheduled
         return {
-            "ok": alive and store == "ok" and not wedged,
+            "ok": alive and store == "ok",
+            "worker": self.owner,
             "scheduler": "running" if alive else "stopped",
             "store": store,
-            "sources": scheduled,
-            "overdue": len(overdue),
-            "overdue_sources": overdue[:50],
-            "in_flight": self._inflight,
+            "sources": len(self._sources()),
+            "in_flight": self.worker.in_flight,
+            "leases_held": self._fleet["leases_held"],
+            "leases_fleet": self._fleet["leases_fleet"],
+            "overdue": self._fleet["overdue"],
+            "fenced": self.worker.fenced,
             "uptime": round((utcnow() - self.started_at).total_seconds(), 1),
         }
 
     # -- stop
 
     def stop(self, timeout: float) -> int:
-        """Stop new polls, wait up to ``timeout`` s for in-flight ones; return how many remain."""
-        with self._inflight_cond:
-            self._stopping.set()
+        """Stop claiming, wait up to ``timeout`` s for in-flight polls; return how many remain."""
+        self._stopping.set()
         self.scheduler.shutdown(wait=False)
-        deadline = time.monotonic() + timeout
-        with self._inflight_cond:
-            while self._inflight and (remaining := deadline - time.monotonic()) > 0:
-                self._inflight_cond.wait(remaining)
-            left = self._inflight
+        left = self.worker.wait_idle(timeout)
         if not left:
+            self.worker.close()
+            self._pages.shutdown(wait=True, cancel_futures=True)
             for fetcher in [self.deps.fetcher, *self._old_fetchers]:
                 fetcher.close()
+            try:
+                self.store.worker_leave(self.owner)
+            except StoreError:
+                pass
         return left
-
-
-def _drop_max_instances(record: logging.LogRecord) -> bool:
-    return "maximum number of running instances" not in record.getMessage()
 
 
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
@@ -358,8 +370,6 @@ def _log_poll(report: SourceReport, elapsed: float) -> None:
 
 def run_daemon(config: Config, args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status (0 after a clean stop)."""
-    from ingest.server import Server, parse_listen
-
     lock = _store_lock(config.store.url)
     try:
         store = Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict())
@@ -367,11 +377,22 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
         if lock:
             lock.release()
         raise
-    daemon = Daemon(config, store)
-    server = None
-    if config.daemon.listen:
-        server = Server(daemon, parse_listen(config.daemon.listen))
+    # forked before any thread of ours starts (see pool.cpu_pool)
+    cpu = pool.cpu_pool(config.daemon.processes)
+    try:
+        return _serve(config, args, store, cpu)
+    finally:
+        if cpu is not None:
+            cpu.shutdown(wait=False, cancel_futures=True)
+        store.close()
+        if lock:
+            lock.release()
 
+
+def _serve(config: Config, args: argparse.Namespace, store: Store, cpu: Any) -> int:
+    from ingest.server import Server, parse_listen
+
+    daemon = Daemon(config, store, cpu=cpu, replace_sources=getattr(args, "replace_sources", False))
     wake = threading.Event()
     requests = {"stop": 0, "reload": False}
 
@@ -393,11 +414,13 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, on_hup)
 
     daemon.start()
+    server = Server(daemon, parse_listen(config.daemon.listen)) if config.daemon.listen else None
     if server:
         server.start()
     enabled = sum(1 for s in config.sources if s.enabled)
     log.info(
-        "daemon started: %d sources, %d workers%s (pid %d)", enabled, config.daemon.workers,
+        "daemon started as worker %s: %d sources, %d workers, %s%s (pid %d)", daemon.owner, enabled,
+        config.daemon.workers, f"{cpu._max_workers} processes" if cpu is not None else "no process pool",
         f", health and metrics on http://{server.address[0]}:{server.address[1]}/" if server else "", os.getpid(),
     )
     while not requests["stop"]:
@@ -408,7 +431,7 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
             daemon.reload()
 
     timeout = daemon.config.daemon.shutdown_timeout
-    log.info("stopping: waiting up to %gs for %d polls in flight", timeout, daemon._inflight)
+    log.info("stopping: waiting up to %gs for %d polls in flight", timeout, daemon.worker.in_flight)
     left = daemon.stop(timeout)
     if server:
         server.close()
@@ -418,9 +441,8 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
         log.warning("stopped with %d polls still running after %gs; they are redone on the next start", left, timeout)
         logging.shutdown()
         sys.stdout.flush()
+        if cpu is not None:
+            cpu.shutdown(wait=False, cancel_futures=True)
         os._exit(0)
-    store.close()
-    if lock:
-        lock.release()
     log.info("stopped")
     return 0

@@ -100,11 +100,6 @@ class ParseError(IngestError):
     kind = "parse"
 
 
-class ExtractError(IngestError):
-    stage = "extract"
-    kind = "extract"
-
-
 class StoreError(IngestError):
     """The store cannot be opened, migrated or written."""
 
@@ -128,6 +123,22 @@ class StoreLocked(StoreError):
     """Another daemon already holds this SQLite store."""
 
     kind = "locked"
+
+
+class LeaseLost(IngestError):
+    """This worker's lease on a source ran out or was taken over: its writes are fenced out.
+
+    Not a StoreError: the store is fine, and the run goes on with other sources.
+    """
+
+    stage = "store"
+    kind = "fenced"
+
+
+class SourceListMismatch(ConfigError):
+    """Live workers sharing the store run another source list than this config."""
+
+    kind = "source_list"
 
 
 class SearchError(IngestError):

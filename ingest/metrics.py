@@ -51,22 +51,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.lag_seconds = Histogram(
-            "ingest_scheduler_lag_seconds", "Delay between when a poll was due and when it started",
+            "ingest_scheduler_lag_seconds", "Delay between when a source was due and when this worker claimed it",
             buckets=_LAG_BUCKETS, registry=r,
         )
-        self.skipped = Counter(
-            "ingest_polls_skipped", "Job runs that found the source not due yet (backoff, Retry-After, ttl)",
-            registry=r,
-        )
-        self.overlaps = Counter(
-            "ingest_polls_overlapping", "Job runs not started because the previous poll of the source still ran",
-            registry=r,
-        )
-        self.missed = Counter(
-            "ingest_polls_missed", "Job runs dropped after waiting for a worker past their grace time (overload)",
-            registry=r,
-        )
         self.reloads = Counter("ingest_config_reloads", "SIGHUP reloads by result (ok, invalid)", ["result"], registry=r)
+        self.claim_seconds = Histogram(
+            "ingest_claim_seconds", "Time one claim of due sources took in the store", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lock_wait_seconds = Histogram(
+            "ingest_lock_wait_seconds", "Time an item waited for its advisory locks (PostgreSQL)",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time (``read`` must be cheap and never raise)."""

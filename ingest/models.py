@@ -169,11 +169,15 @@ class DedupDecision:
 
 @dataclass(frozen=True)
 class PollRecord:
-    """What the store keeps of one poll of a source."""
+    """What the store keeps of one poll of a source.
 
-    at: datetime
+    The next poll is ``next_poll_in`` seconds after the time the store records the
+    poll at (the database's clock on PostgreSQL, so every worker of a fleet agrees).
+    """
+
+    at: datetime  # the worker's clock when the poll ended (SQLite records this time)
     ok: bool
-    next_poll_at: datetime
+    next_poll_in: float
     error: str | None = None
     error_kind: str | None = None
     etag: str | None = None
@@ -183,6 +187,7 @@ class PollRecord:
     disabled_reason: str | None = None
     requests: int = 0
     ttl: float | None = None  # the feed's RSS <ttl> in seconds (kept on the source after success)
+    host_retry_after: float | None = None  # a 429/503 Retry-After: the whole host waits this long (fleet-wide)
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,8 @@ class SourceReport:
     item_errors: tuple[str, ...] = ()
     requests: int = 0
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    stopped: bool = False  # asked to stop mid-poll: nothing recorded, the rest is done on the next poll
+    fenced: bool = False  # this worker's lease ran out or was taken over: its writes were refused
 
 
 @dataclass(frozen=True)

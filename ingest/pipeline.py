@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 from ingest import dedup, pool, polling
 from ingest.clean import RuleSet, clean, paragraph_key, ruleset, strip_learned
 from ingest.config import Config, ExtractConfig, SourceConfig
-from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, StoreError
+from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, LeaseLost, StoreError
 from ingest.extract import extract
 from ingest.fetch import Fetcher
 from ingest.models import (
@@ -31,6 +31,7 @@ from ingest.models import (
 )
 from ingest.parse import parse
 from ingest.store import Store, Writer
+from ingest.store.leases import Lease
 from ingest.urls import canonical_url, is_http_url, redact_url
 
 log = logging.getLogger("ingest")
@@ -68,38 +69,6 @@ class Deps:
         return dedup.scheme_for(self.config.dedup)
 
 
-@dataclass
-class RunReport:
-    sources: list[SourceReport]
-    clusters: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def failed(self) -> list[SourceReport]:
-        return [s for s in self.sources if not s.ok]
-
-    def summary(self) -> dict[str, object]:
-        """The ``--json`` summary object."""
-        return {
-            "sources": len(self.sources),
-            "sources_failed": len(self.failed),
-            "items_new": sum(s.items_new for s in self.sources),
-            "items_updated": sum(s.items_updated for s in self.sources),
-            "duplicates": sum(s.duplicates for s in self.sources),
-            "clusters": self.clusters,
-            "errors": [{"source": s.source, "error": s.error} for s in self.failed],
-            "timings": self.timings(),
-        }
-
-    def timings(self) -> dict[str, float]:
-        """Seconds per stage summed over sources (threads overlap: compare shares, not to elapsed)."""
-        totals: dict[str, float] = {}
-        for report in self.sources:
-            for stage, seconds in report.timings.items():
-                totals[stage] = round(totals.get(stage, 0.0) + seconds, 4)
-        return totals
-
-
 class _Timer:
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
@@ -116,71 +85,30 @@ class _Timer:
         self.totals[name] = self.totals.get(name, 0.0) + seconds
 
 
-def run_once(
-    deps: Deps,
-    sources: list[SourceConfig] | None = None,
-    on_done: Callable[[SourceReport], None] | None = None,
-    *,
-    due_only: bool = False,
-    on_start: Callable[[int], None] | None = None,
-) -> RunReport:
-    """Poll every enabled source once (``sources`` to choose); report what happened.
+def process_source(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease | None = None) -> SourceReport:
+    """Poll one source: fetch, parse, and process each new or changed entry.
 
-    ``due_only`` skips sources whose ``next_poll_at`` (interval, ttl, backoff,
-    Retry-After) has not come yet, and disabled ones: the daemon's mode. ``--once``
-    polls every source regardless, as cron users expect.
+    With ``lease`` (a worker's claim on the source), every item and the poll record
+    are written only while the lease is held; a lost lease ends the poll, fenced.
     """
-    started = time.perf_counter()
-    chosen = [s for s in (sources if sources is not None else deps.config.sources) if s.enabled]
-    states = deps.store.sync_sources(deps.config.sources)
-    if due_only:
-        now = deps.clock()
-        chosen = [s for s in chosen if polling.is_due(states[s.name], now)]
-    if on_start:
-        on_start(len(chosen))  # how many sources this run polls (a progress bar's total)
-    reports: list[SourceReport] = []
-    workers = max(1, min(deps.config.fetch.concurrency, deps.config.daemon.workers, len(chosen) or 1))
-    # the process pool is made before any poll thread runs: its workers are forked
-    # from a process with one thread (see cpu_pool)
-    own_cpu = deps.cpu is None and len(chosen) >= pool.POOL_MIN_SOURCES
-    cpu = pool.cpu_pool(deps.config.daemon.processes) if own_cpu else deps.cpu
-    io = deps.io or ThreadPoolExecutor(max_workers=deps.config.fetch.concurrency, thread_name_prefix="page")
-    run_deps = replace(deps, cpu=cpu, io=io)
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as polls:
-            futures = {polls.submit(process_source, s, states[s.name], run_deps): s for s in chosen}
-            for future in as_completed(futures):
-                try:
-                    report = future.result()
-                except StoreError:  # the store is unusable: polls still queued must not start
-                    polls.shutdown(wait=False, cancel_futures=True)
-                    raise
-                reports.append(report)
-                if on_done:
-                    on_done(report)
-    finally:
-        if io is not deps.io:
-            io.shutdown(wait=True, cancel_futures=True)
-        if own_cpu and cpu is not None:
-            cpu.shutdown(wait=True, cancel_futures=True)
-    reports.sort(key=lambda r: r.source)
-    return RunReport(reports, clusters=deps.store.counts()["clusters"], elapsed=time.perf_counter() - started)
-
-
-def process_source(source: SourceConfig, state: SourceState, deps: Deps) -> SourceReport:
-    """Poll one source: fetch, parse, and process each new or changed entry."""
-    try:
-        return _process(source, state, deps)
+        return _process(source, state, deps, lease)
+    except LeaseLost as exc:
+        log.warning("%s: %s; this worker stops polling it", source.name, exc)
+        return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, fenced=True)
     except StoreError:
         raise
     except Exception as exc:  # a bug must cost one source, not the run; logged with its traceback
         log.exception("%s: internal error", source.name)
         message = f"internal error: {type(exc).__name__}: {exc}"
-        _record_failure(source, state, deps, message, "internal", None, requests=0)
+        try:
+            _record_failure(source, state, deps, lease, message, "internal", None, requests=0)
+        except LeaseLost:
+            pass  # the source is another worker's now; nothing of ours to record
         return SourceReport(source.name, ok=False, error=message, error_kind="internal")
 
 
-def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceReport:
+def _process(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease | None) -> SourceReport:
     cfg = deps.config
     timer = _Timer()
     if state.disabled_reason:
@@ -192,20 +120,22 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
         except FetchError as exc:
             retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
             disabled = f"{exc} (since {deps.clock():%Y-%m-%d %H:%M} UTC)" if isinstance(exc, Gone) else None
-            _record_failure(source, state, deps, str(exc), exc.kind, retry_after, requests=exc.requests, disabled=disabled)
+            busy = isinstance(exc, HTTPStatusError) and (exc.status == 429 or exc.status == 503 and bool(retry_after))
+            _record_failure(source, state, deps, lease, str(exc), exc.kind, retry_after, requests=exc.requests,
+                            disabled=disabled, host_busy=busy)
             return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=exc.requests)
 
     moved = _moved(result, state)
     # 304, or a server that ignores validators but sends the same bytes: nothing to parse
     if result.not_modified or (result.body_hash and result.body_hash == state.body_hash and not moved):
-        _record_success(source, state, deps, result, state.ttl, moved)
+        _record_success(source, state, deps, lease, result, state.ttl, moved)
         return SourceReport(source.name, ok=True, not_modified=True, requests=result.requests, timings=timer.totals)
 
     try:
         feed, seconds = pool.call(deps.cpu, parse_timed, result)
         timer.add("parse", seconds)
     except IngestError as exc:
-        _record_failure(source, state, deps, str(exc), exc.kind, None, requests=result.requests)
+        _record_failure(source, state, deps, lease, str(exc), exc.kind, None, requests=result.requests)
         return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=result.requests)
 
     counts = {"new": 0, "updated": 0, "unchanged": 0, "duplicates": 0}
@@ -236,7 +166,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
                     # (rare; inside the batch, so its time counts as store time)
                     item = _cleaned_again(item, rules, learned, deps.scheme)
                 try:
-                    outcome = _commit(writer, item, state.source_id, deps)
+                    outcome = _commit(writer, item, state.source_id, deps, lease)
                 except StoreError:
                     raise
                 except IngestError as exc:
@@ -256,10 +186,10 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
                 source.name, ok=True, items_seen=len(feed.entries) - left, items_new=counts["new"],
                 items_updated=counts["updated"], items_unchanged=counts["unchanged"], duplicates=counts["duplicates"],
                 warnings=feed.warnings + (f"stopped with {left} entries not processed",),
-                item_errors=tuple(item_errors), requests=requests_sent, timings=timer.totals,
+                item_errors=tuple(item_errors), requests=requests_sent, timings=timer.totals, stopped=True,
             )
 
-    _record_success(source, state, deps, result, feed.ttl, moved, requests=requests_sent)
+    _record_success(source, state, deps, lease, result, feed.ttl, moved, requests=requests_sent)
     return SourceReport(
         source.name, ok=True, items_seen=len(feed.entries), items_new=counts["new"], items_updated=counts["updated"],
         items_unchanged=counts["unchanged"], duplicates=counts["duplicates"], warnings=feed.warnings,
@@ -267,7 +197,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps) -> SourceRepo
     )
 
 
-def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps) -> ItemOutcome:
+def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps, lease: Lease | None) -> ItemOutcome:
     """Write one prepared item with its dedup decision (all or nothing)."""
     cfg = deps.config
     document, fp = item.document, item.fp
@@ -285,6 +215,7 @@ def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps) -> ItemO
         learn=(cfg.extract.boilerplate_min_count, cfg.extract.boilerplate_window),
         fetched_at=deps.clock(),
         reclean=partial(_without_learned, scheme=deps.scheme),
+        lease=lease,
     )
 
 
@@ -422,38 +353,39 @@ def _moved(result: FetchResult, state: SourceState) -> str | None:
 
 
 def _record_success(
-    source: SourceConfig, state: SourceState, deps: Deps, result: FetchResult, ttl: float | None,
-    moved: str | None, requests: int | None = None,
+    source: SourceConfig, state: SourceState, deps: Deps, lease: Lease | None, result: FetchResult,
+    ttl: float | None, moved: str | None, requests: int | None = None,
 ) -> None:
-    now = deps.clock()
     if moved:
         log.warning("%s: feed moved permanently to %s; polling the new URL from now on", source.name, redact_url(moved))
     keep_validators = result.not_modified
-    deps.store.record_poll(
-        state.source_id,
-        PollRecord(
-            at=now, ok=True,
-            next_poll_at=polling.next_poll(now, source.interval, deps.config.fetch, max_age=result.max_age, ttl=ttl, rng=deps.rng),
-            etag=(result.etag or state.etag) if keep_validators else result.etag,
-            last_modified=(result.last_modified or state.last_modified) if keep_validators else result.last_modified,
-            body_hash=None if keep_validators else result.body_hash,
-            effective_url=moved, requests=result.requests if requests is None else requests, ttl=ttl,
-        ),
-    )
+    delay = polling.next_delay(source.interval, deps.config.fetch, max_age=result.max_age, ttl=ttl,
+                               jitter=deps.config.daemon.jitter, rng=deps.rng)
+    _record(deps, lease, state, PollRecord(
+        at=deps.clock(), ok=True, next_poll_in=delay,
+        etag=(result.etag or state.etag) if keep_validators else result.etag,
+        last_modified=(result.last_modified or state.last_modified) if keep_validators else result.last_modified,
+        body_hash=None if keep_validators else result.body_hash,
+        effective_url=moved, requests=result.requests if requests is None else requests, ttl=ttl,
+    ))
 
 
 def _record_failure(
-    source: SourceConfig, state: SourceState, deps: Deps, error: str, kind: str, retry_after: float | None,
-    *, requests: int, disabled: str | None = None,
+    source: SourceConfig, state: SourceState, deps: Deps, lease: Lease | None, error: str, kind: str,
+    retry_after: float | None, *, requests: int, disabled: str | None = None, host_busy: bool = False,
 ) -> None:
-    now = deps.clock()
-    deps.store.record_poll(
-        state.source_id,
-        PollRecord(
-            at=now, ok=False, error=error, error_kind=kind, disabled_reason=disabled, requests=requests,
-            next_poll_at=polling.next_poll(
-                now, source.interval, deps.config.fetch, consecutive_errors=state.consecutive_errors + 1,
-                retry_after=retry_after, rng=deps.rng,
-            ),
-        ),
-    )
+    cfg = deps.config.fetch
+    delay = polling.next_delay(source.interval, cfg, consecutive_errors=state.consecutive_errors + 1,
+                               retry_after=retry_after, rng=deps.rng)
+    _record(deps, lease, state, PollRecord(
+        at=deps.clock(), ok=False, error=error, error_kind=kind, disabled_reason=disabled, requests=requests,
+        next_poll_in=delay,
+        # a host that said "too many requests" or "come back later" waits for the fleet
+        host_retry_after=(retry_after or cfg.backoff_base) if host_busy else None,
+    ))
+
+
+def _record(deps: Deps, lease: Lease | None, state: SourceState, poll: PollRecord) -> None:
+    """Record the poll (fenced by ``lease``); LeaseLost when this worker no longer holds it."""
+    if not deps.store.complete(lease, state.source_id, poll, clock=deps.clock):
+        raise LeaseLost(f"lease on source {state.name!r} lost (expired or taken over): poll not recorded")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from typing import Any
 
 from ingest.config import FetchConfig
 from ingest.models import SourceState
@@ -21,8 +22,12 @@ SPREAD_MAX = 300.0
 OVERDUE_GRACE = 60.0
 
 
-def next_poll(
-    now: datetime,
+def next_poll(now: datetime, interval: float, cfg: FetchConfig, **hints: Any) -> datetime:
+    """The next poll time after a poll at ``now`` (``next_delay`` after it)."""
+    return now + timedelta(seconds=next_delay(interval, cfg, **hints))
+
+
+def next_delay(
     interval: float,
     cfg: FetchConfig,
     *,
@@ -30,31 +35,37 @@ def next_poll(
     retry_after: float | None = None,
     max_age: float | None = None,
     ttl: float | None = None,
+    jitter: float = 0.0,
     rng: random.Random | None = None,
-) -> datetime:
-    """The next poll time after a poll at ``now``.
+) -> float:
+    """Seconds from the end of a poll to the next one.
 
     On success: the source's interval, raised to the feed's own hints (``Cache-Control:
-    max-age``, RSS ``<ttl>``) but never beyond ``max_interval``. After errors:
+    max-age``, RSS ``<ttl>``) but never beyond ``max_interval``, plus a random share of
+    up to ``jitter`` x interval so sources polled together drift apart. After errors:
     exponential backoff from ``backoff_base``, doubling per consecutive error, never
     sooner than the interval, capped at ``backoff_max``, with +-20% jitter so failing
     sources spread out. A ``Retry-After`` (429/503) is a floor that neither the jitter nor
     the cap undercuts, itself capped at ``max(backoff_max, max_interval)`` so a bogus
-    header cannot silence a source for a year.
+    header cannot silence a source for a year; above the floor the delay is jittered
+    too (up to +20%), so the feeds of one host that answered 429 together do not come
+    back in lockstep.
     """
+    rng = rng or random.Random()
     if retry_after is not None:
         retry_after = min(max(retry_after, 0.0), max(cfg.backoff_max, cfg.max_interval))
     if consecutive_errors > 0:
-        rng = rng or random.Random()
         delay = cfg.backoff_base * 2 ** min(consecutive_errors - 1, 62)
         delay = max(min(delay, cfg.backoff_max), interval) * rng.uniform(1 - JITTER, 1 + JITTER)
         delay = min(delay, cfg.backoff_max)
     else:
         hint = max(max_age or 0.0, ttl or 0.0)
         delay = max(interval, min(hint, cfg.max_interval))
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return now + timedelta(seconds=delay)
+        if jitter:
+            delay += rng.uniform(0.0, jitter * interval)
+    if retry_after is not None and delay < retry_after:
+        delay = retry_after * rng.uniform(1.0, 1.0 + JITTER)
+    return delay
 
 
 def is_due(state: SourceState, now: datetime) -> bool:

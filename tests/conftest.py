@@ -103,7 +103,8 @@ def ingest_once(config_path: Path):
     from ingest import dedup
     from ingest.config import load
     from ingest.fetch import Fetcher
-    from ingest.pipeline import Deps, run_once
+    from ingest.pipeline import Deps
+    from ingest.worker import run_once
     from ingest.store import Store
 
     config = load(config_path)

@@ -41,7 +41,8 @@ from ingest.errors import (
     TooManyRedirects,
 )
 from ingest.fetch import ACCEPT_ENCODING, Fetcher, _classify, _retry_after, resolve_checked
-from ingest.pipeline import Deps, run_once
+from ingest.pipeline import Deps
+from ingest.worker import run_once
 from ingest.store import Store
 from tests.loopback import Loopback, bomb, probe_memory, rss
 
@@ -78,8 +79,9 @@ class Pipeline:
     """A config, a real SQLite store and a Fetcher, run with ``run_once`` like ``--once``."""
 
     def __init__(self, tmp_path: Path, sources: list[dict], fetch: dict | None = None, daemon: dict | None = None):
+        # jitter 0: the tests check the stored next poll times exactly
         raw = {"store": {"url": f"sqlite:///{tmp_path / 'store.db'}"}, "fetch": {"per_host_delay": 0, **(fetch or {})},
-               "daemon": daemon or {}, "sources": sources}
+               "daemon": {"jitter": 0, **(daemon or {})}, "sources": sources}
         self.config = from_dict(raw, tmp_path / "ingest.toml")
         self.store = Store.open(self.config.store.url, dedup.scheme_for(self.config.dedup).as_dict())
         self.fetcher = Fetcher(self.config.fetch)
@@ -790,14 +792,14 @@ def test_store_keeps_fetch_state_and_a_new_config_url_resets_it(store_url):
     with Store.open(store_url) as store:
         state = store.sync_sources([source])["s"]
         store.record_poll(state.source_id, PollRecord(
-            at=T0, ok=True, next_poll_at=T0 + timedelta(hours=2), etag='"e"', last_modified="Mon, 05 Jan 2026",
+            at=T0, ok=True, next_poll_in=7200, etag='"e"', last_modified="Mon, 05 Jan 2026",
             body_hash="h" * 64, effective_url="http://127.0.0.1:9/new", ttl=7200.0, requests=2))
         store.record_poll(state.source_id, PollRecord(
-            at=T0 + timedelta(hours=2), ok=False, next_poll_at=T0 + timedelta(hours=3), error="fetch: HTTP 410 Gone",
+            at=T0 + timedelta(hours=2), ok=False, next_poll_in=3600, error="fetch: HTTP 410 Gone",
             error_kind="gone", disabled_reason="fetch: HTTP 410 Gone", requests=1))
         state = store.sync_sources([source])["s"]
         assert (state.etag, state.body_hash, state.ttl) == ('"e"', "h" * 64, 7200.0)
-        assert state.effective_url == "http://127.0.0.1:9/new" and state.last_success_at == T0
+        assert state.effective_url == "http://127.0.0.1:9/new" and state.last_success_at is not None
         assert (state.consecutive_errors, state.error_count, state.last_error_kind) == (1, 1, "gone")
         assert state.disabled_reason == "fetch: HTTP 410 Gone"
 
@@ -824,12 +826,13 @@ def test_redirect_without_a_delimited_body_does_not_wait_for_it(server):
     assert time.monotonic() - started < 5  # waiting for the body would take the 6 s deadline
 
 
-def test_once_polls_everything_and_once_due_only_what_is_due(server, write_config, cli, tmp_path):
-    """`--once` is for cron and polls regardless; `--once --due` honours interval, backoff and
-    Retry-After, and its progress lines count only the sources it polls."""
+def test_once_polls_everything_and_once_due_only_what_is_due(server, other, write_config, cli, tmp_path):
+    """`--once` is for cron and polls regardless of poll times; `--once --due` honours interval,
+    backoff and Retry-After, and its progress lines count only the sources it polls. A host
+    that answered 429 with Retry-After is left alone by later runs too (politeness)."""
     server.respond("/feed", rss([]), headers={"Content-Type": "application/rss+xml"})
     server.respond("/quick", rss([]), headers={"Content-Type": "application/rss+xml"})
-    server.respond("/busy", status=429, headers={"Retry-After": "3600"})
+    other.respond("/busy", status=429, headers={"Retry-After": "3600"})
     config = write_config(f"""
         [store]
         url = "sqlite:///{tmp_path / 'cli.db'}"
@@ -841,7 +844,7 @@ def test_once_polls_everything_and_once_due_only_what_is_due(server, write_confi
         interval = "15m"
         [[sources]]
         name = "busy"
-        url = "{server.url('/busy')}"
+        url = "{other.url('/busy')}"
         interval = "1s"
         [[sources]]
         name = "quick"
@@ -854,7 +857,8 @@ def test_once_polls_everything_and_once_due_only_what_is_due(server, write_confi
     second = cli("--once", "--due", "--json", "-c", str(config))  # only "quick" is due again
     assert second.returncode == 0 and json.loads(second.stdout)["sources"] == 1
     assert "ingest: [1/1] quick: ok" in second.stderr and "/3]" not in second.stderr
-    assert len(server.hits("/feed")) == 1 and len(server.hits("/busy")) == 1  # Retry-After: 3600 honoured
+    assert len(server.hits("/feed")) == 1 and len(other.hits("/busy")) == 1  # Retry-After: 3600 honoured
     third = cli("--once", "--json", "-c", str(config))
-    assert third.returncode == 0 and json.loads(third.stdout)["sources"] == 3
-    assert len(server.hits("/feed")) == 2 and len(server.hits("/busy")) == 2
+    summary = json.loads(third.stdout)
+    assert third.returncode == 0 and summary["sources"] == 2 and summary["deferred"] == ["busy"]
+    assert len(server.hits("/feed")) == 2 and len(other.hits("/busy")) == 1

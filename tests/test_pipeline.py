@@ -47,7 +47,9 @@ def test_once_collapses_copies_and_keeps_stories_apart(demo_run, cli):
     summary = json.loads(first.stdout)
     assert set(summary) == {
         "sources", "sources_failed", "items_new", "items_updated", "duplicates", "clusters", "errors", "timings",
+        "polled_elsewhere", "deferred",
     }
+    assert summary["polled_elsewhere"] == summary["deferred"] == []
     assert set(summary["timings"]) <= {"fetch", "parse", "extract", "dedup", "store"} and summary["timings"]["store"] > 0
     assert summary["sources"] == len(SOURCES) and summary["sources_failed"] == 0
     assert summary["items_new"] > summary["clusters"] > 0
@@ -256,7 +258,8 @@ def _run_in_process(httpserver: HTTPServer, tmp_path: Path, processes: int, extr
     from ingest.config import from_dict
     from ingest.dedup import scheme_for
     from ingest.fetch import Fetcher
-    from ingest.pipeline import Deps, run_once
+    from ingest.pipeline import Deps
+    from ingest.worker import run_once
     from ingest.store import Store
 
     urls = {name: _serve(httpserver, name) for name in SOURCES}

@@ -67,12 +67,24 @@ def test_retry_after_is_a_floor_jitter_never_undercuts(errors):
 
 
 def test_retry_after_above_backoff_max_is_still_honoured_up_to_the_larger_cap():
-    assert delay(consecutive_errors=1, retry_after=5000) == 5000  # above backoff_max=3600
-    assert delay(consecutive_errors=1, retry_after=10**9) == 7200  # a bogus year: max(backoff_max, max_interval)
+    assert 5000 <= delay(consecutive_errors=1, retry_after=5000) <= 5000 * (1 + JITTER)  # above backoff_max=3600
+    # a bogus year: capped at max(backoff_max, max_interval), then jittered above it
+    assert 7200 <= delay(consecutive_errors=1, retry_after=10**9) <= 7200 * (1 + JITTER)
 
 
 def test_retry_after_on_success_also_floors():
-    assert delay(retry_after=1200) == 1200
+    assert 1200 <= delay(retry_after=1200) <= 1200 * (1 + JITTER)
+
+
+def test_feeds_of_one_host_told_to_retry_later_do_not_come_back_in_lockstep():
+    """Twenty feeds of one host answered 429 with the same Retry-After: their next polls spread out."""
+    delays = [delay(consecutive_errors=1, retry_after=3000, rng=random.Random(seed)) for seed in range(20)]
+    assert min(delays) >= 3000 and max(delays) - min(delays) > 300
+
+
+def test_success_jitter_spreads_polls_within_the_given_share_of_the_interval():
+    delays = [delay(jitter=0.1, rng=random.Random(seed)) for seed in range(50)]
+    assert all(900 <= d <= 990 for d in delays) and max(delays) - min(delays) > 45
 
 
 def test_is_due():

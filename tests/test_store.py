@@ -163,18 +163,20 @@ def test_failed_decision_leaves_nothing_behind(store):
 
 def test_poll_records_and_source_sync(store):
     wire = _ids(store)["wire"]
-    store.record_poll(wire, PollRecord(at=T0, ok=False, next_poll_at=T0 + timedelta(minutes=5), error="fetch: HTTP 500",
+    store.record_poll(wire, PollRecord(at=T0, ok=False, next_poll_in=300, error="fetch: HTTP 500",
                                        error_kind="http_status", requests=1))
-    store.record_poll(wire, PollRecord(at=T0, ok=False, next_poll_at=T0 + timedelta(minutes=9), error="fetch: HTTP 502",
+    store.record_poll(wire, PollRecord(at=T0, ok=False, next_poll_in=540, error="fetch: HTTP 502",
                                        error_kind="http_status", requests=1))
     state = store.source_state("wire")
     assert state.consecutive_errors == 2 and state.error_count == 2 and state.last_error == "fetch: HTTP 502"
-    assert state.next_poll_at == T0 + timedelta(minutes=9)
-    store.record_poll(wire, PollRecord(at=T0, ok=True, next_poll_at=T0 + timedelta(minutes=15), etag='"v1"',
-                                       body_hash="abc", requests=1))
+    # the next poll is timed from when the store recorded the poll: the worker's clock on
+    # SQLite, the database's on PostgreSQL (so a fleet agrees)
+    assert state.next_poll_at == state.last_polled_at + timedelta(minutes=9)
+    assert state.last_polled_at == T0 or store.is_postgres
+    store.record_poll(wire, PollRecord(at=T0, ok=True, next_poll_in=900, etag='"v1"', body_hash="abc", requests=1))
     state = store.source_state("wire")
     assert state.consecutive_errors == 0 and state.error_count == 2 and state.etag == '"v1"'
-    assert state.last_success_at == T0
+    assert state.last_success_at == state.last_polled_at
     # a changed URL in the config resets what was learned about the old one
     states = store.sync_sources([SourceConfig(name="wire", url="https://wire.example/new-feed")])
     assert states["wire"].etag is None and states["wire"].body_hash is None

@@ -11,7 +11,7 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -56,6 +56,8 @@ class Database:
         # lock sat idle most of the time (bench: store 82% of thread time). Waiting
         # on a Python lock hands the writer slot over at once.
         self._writer = None if self.is_postgres else threading.Lock()
+        # told how long each item waited for its advisory locks (the daemon's metrics)
+        self.on_lock_wait: Callable[[float], None] | None = None
 
     @classmethod
     def connect(cls, url: str) -> "Database":

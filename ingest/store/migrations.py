@@ -13,7 +13,7 @@ import json
 import uuid
 from typing import Any, Callable
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 
 from ingest.errors import SignatureMismatch, StoreError
@@ -31,9 +31,33 @@ def _create_v1(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _add_missing(conn: Connection, table: Any) -> None:
+    """Add the columns and indexes of ``table`` that an older store lacks (none on a new store).
+
+    Version 1 creates the tables from today's metadata, so a store made new already has
+    every later column; a store made by an older ingest gets them here.
+    """
+    inspector = inspect(conn)
+    have = {c["name"] for c in inspector.get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+    indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+    for index in table.indexes:
+        if index.name not in indexes:
+            index.create(conn)
+
+
+def _v2_leases(conn: Connection) -> None:
+    _add_missing(conn, t.sources)
+    t.metadata.create_all(conn, tables=[t.hosts, t.workers])
+
+
 # Append-only: (version, description, function). Never edit a released entry; add one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _create_v1),
+    (2, "sources as a leased queue: host, lease columns, hosts and workers tables", _v2_leases),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

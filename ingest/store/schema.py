@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -85,6 +86,38 @@ sources = Table(
     Column("feed_ttl", Float),  # RSS <ttl> in seconds from the last parsed body
     Column("priority", Integer, nullable=False, default=0),
     Column("active", Boolean, nullable=False, default=True),  # false once removed from the config
+    # The sources table is the queue (schema version 2): a worker claims a due source by
+    # writing its name, a fresh token and an expiry from the database's clock; recording
+    # the poll and committing its items check the token (a worker that lost its lease
+    # cannot write). ``host`` is the politeness key (host[:port] of the feed's URL).
+    Column("host", String(300)),
+    Column("lease_owner", String(200)),
+    Column("lease_token", String(32)),
+    Column("lease_until", UTCDateTime),
+    Index("ix_sources_due", "next_poll_at", sqlite_where=text("active"), postgresql_where=text("active")),
+    Index("ix_sources_host", "host"),
+)
+
+# Per-host politeness shared by every worker: no request to a host before
+# ``next_allowed_at`` (``[fetch] per_host_delay`` after the last claim, pushed back by
+# 429/Retry-After); in-flight polls per host are counted from live leases, so a
+# killed worker's count goes when its leases expire.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("host", String(300), primary_key=True),
+    Column("next_allowed_at", UTCDateTime, nullable=False),
+)
+
+# The workers (daemons and --once runs) using the store, and the source list they run:
+# a worker refuses to start while live workers run another list (``sources.agree``).
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(200), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("sources_digest", String(64), nullable=False),
 )
 
 clusters = Table(

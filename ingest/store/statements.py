@@ -21,19 +21,19 @@ from ingest.store import schema as t
 # items share (a boilerplate paragraph not learned yet, a band of a very short text)
 # cannot make the lookup grow with the store.
 KEY_CAP = 50
-# What a row of ``candidate_lookup`` says: the item shares a band/paragraph key, the
-# content hash, or the canonical URL.
-SHARED_KEY, SAME_CONTENT, SAME_URL = 0, 1, 2
+# What a row of ``candidate_lookup`` says: the item has the same content hash or the
+# same canonical URL, or (kind >= FIRST_KEY) it shares the key number kind - FIRST_KEY.
+SAME_CONTENT, SAME_URL, FIRST_KEY = 1, 2, 3
 # Keys per lookup statement: far below SQLite's bound-parameter limit.
 KEYS_PER_LOOKUP = 100
 
 
 @lru_cache(maxsize=64)
 def candidate_lookup(count: int, exact: bool, paramstyle: str) -> str:
-    """(item_id, kind, hits) rows: items with ``hash`` or ``url`` (when ``exact``), and
-    items found by ``count`` per-key index seeks, each capped at the ``cap`` newest
-    items, with the number of keys they share. Counted in SQL: a copy shares dozens of
-    keys, and one row per item instead of one per key and item is less to fetch.
+    """(item_id, kind) rows: items with ``hash`` or ``url`` (when ``exact``), and items
+    found by ``count`` per-key index seeks, each capped at the ``cap`` newest items, one
+    row per (item, key): the caller counts the keys an item shares, and sees which keys
+    hit the cap (hot keys, shared by boilerplate not yet learned: they are not locked).
 
     SQL text for the driver, written once per key count and parameter style: building
     it as an expression of ~60 subqueries for every new item cost more than all the
@@ -45,7 +45,7 @@ def candidate_lookup(count: int, exact: bool, paramstyle: str) -> str:
         return f"%({name})s" if paramstyle == "pyformat" else f":{name}"
 
     arms = [
-        f'SELECT item_id, {SHARED_KEY} AS kind FROM (SELECT item_id FROM lsh_bands WHERE "key" = {p(f"k{i}")} '
+        f'SELECT item_id, {FIRST_KEY + i} AS kind FROM (SELECT item_id FROM lsh_bands WHERE "key" = {p(f"k{i}")} '
         f"ORDER BY item_id DESC LIMIT {p('cap')}) AS arm{i}"
         for i in range(count)
     ]
@@ -56,7 +56,7 @@ def candidate_lookup(count: int, exact: bool, paramstyle: str) -> str:
             f"SELECT id AS item_id, {SAME_URL} AS kind FROM (SELECT id FROM items WHERE canonical_url = {p('url')} "
             f"ORDER BY id LIMIT {p('limit')}) AS same_url",
         ]
-    return f"SELECT item_id, kind, count(*) AS hits FROM ({' UNION ALL '.join(arms)}) AS found GROUP BY item_id, kind"
+    return " UNION ALL ".join(arms)
 
 
 def _by(name: str) -> Any:

@@ -9,6 +9,8 @@ this class:
     migrations  schema versions, the meta table, the signature-scheme check
     statements  prebuilt per-item statements and raw row writers
     sources     sources and their poll state
+    leases      the sources table as the queue: claims, heartbeats, fenced completion
+    workers     the workers sharing the store and the source list they agree on
     clusters    canonical election, absorbing lone items, recounting
     boilerplate paragraph sightings and learned paragraphs
     writer      the per-item transaction with its candidate lookup (``Batch``, ``Writer``)
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -33,7 +35,7 @@ from ingest.models import (
     Candidate, ClusterRow, DedupDecision, Fingerprint, ItemDetail, ItemOutcome, ItemRow, LearnedParagraph, Member,
     PollRecord, SearchHit, SourceState, Story, StoredItem,
 )
-from ingest.store import boilerplate, bulk, migrations, queries, search, sources, writer
+from ingest.store import boilerplate, bulk, leases, migrations, queries, search, sources, workers, writer
 from ingest.store import schema as t
 from ingest.store.bulk import Recleaned
 from ingest.store.engine import Database, short
@@ -121,6 +123,46 @@ class Store:
     def record_poll(self, source_id: int, poll: PollRecord) -> None:
         """Keep the outcome of one poll: validators on success, error counts on failure."""
         sources.record_poll(self.db, source_id, poll)
+
+    # ------------------------------------------------------------------ leases (see leases.py)
+
+    def claim(self, **kwargs: Any) -> list[leases.Lease]:
+        """Claim sources to poll (``leases.claim`` has the arguments)."""
+        return leases.claim(self.db, **kwargs)
+
+    def heartbeat(self, held: Iterable[leases.Lease], lease_seconds: float, clock: leases.Clock) -> set[str]:
+        """Extend the leases still held; the tokens extended."""
+        return leases.heartbeat(self.db, held, lease_seconds, clock)
+
+    def complete(self, lease: leases.Lease | None, source_id: int, poll: PollRecord, clock: leases.Clock) -> bool:
+        """Record a poll and release its lease; False when the lease was lost (nothing written)."""
+        return leases.complete(self.db, lease, source_id, poll, clock)
+
+    def release(self, lease: leases.Lease) -> bool:
+        """Give a lease back without recording a poll."""
+        return leases.release(self.db, lease)
+
+    def fleet_status(self, owner: str, grace: float, clock: leases.Clock) -> dict[str, int]:
+        """Leases held (this worker, all) and sources overdue by more than ``grace`` s, counted in SQL."""
+        return leases.fleet_status(self.db, owner, grace, clock)
+
+    # ------------------------------------------------------------------ workers (see workers.py)
+
+    def agree_sources(self, configs: Sequence[SourceConfig], worker_id: str, **kwargs: Any) -> str:
+        """Check this worker's source list against the fleet's and register it (``workers.agree``)."""
+        return workers.agree(self.db, configs, worker_id, **kwargs)
+
+    def worker_seen(self, worker_id: str) -> str | None:
+        """Renew this worker's registration; the digest of the store's source list now."""
+        return workers.seen(self.db, worker_id)
+
+    def live_workers(self, within: float) -> list[dict[str, Any]]:
+        """The workers seen in the last ``within`` seconds."""
+        return workers.live(self.db, within)
+
+    def worker_leave(self, worker_id: str) -> None:
+        """Remove this worker's registration (a clean stop)."""
+        workers.leave(self.db, worker_id)
 
     def known_entries(self, source_id: int) -> dict[str, str]:
         """identity -> entry hash of the source's stored items (to skip unchanged entries)."""

@@ -14,23 +14,26 @@ and agree on one cluster.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest import dedup
-from ingest.errors import StoreError
+from ingest.errors import LeaseLost, StoreError
 from ingest.models import Candidate, DedupDecision, Document, Entry, Fingerprint, ItemOutcome, Member
 from ingest.store import boilerplate, clusters
 from ingest.store import schema as t
 from ingest.store.bulk import Recleaned, reclean_items
 from ingest.store.engine import CHUNK, Database, Transaction, short, utcnow
+from ingest.store.leases import Lease, holds
 from ingest.store.statements import (
-    KEY_CAP, KEYS_PER_LOOKUP, SAME_CONTENT, SAME_URL, Q, candidate_lookup, write_index,
+    FIRST_KEY, KEY_CAP, KEYS_PER_LOOKUP, SAME_CONTENT, SAME_URL, Q, candidate_lookup, write_index,
 )
 
 
@@ -56,6 +59,7 @@ class Writer:
         learn: tuple[int, int] | None = None,
         fetched_at: datetime | None = None,
         reclean: Callable[[str, frozenset[str]], Recleaned | None] | None = None,
+        lease: Lease | None = None,
     ) -> ItemOutcome:
         """Write one item, its dedup decision and its cluster change, all or nothing.
 
@@ -63,15 +67,21 @@ class Writer:
         decision (pure: dedup.decide). With ``learn`` (min_count, window), paragraphs
         this item makes boilerplate of its source are learned and, with ``reclean``,
         removed from the source's stored items that carry them (this one included), in
-        the same transaction.
+        the same transaction. With ``lease``, nothing is written unless this worker
+        still holds the source's lease (``LeaseLost``: fenced out).
         """
         with self._item() as conn:
             now = fetched_at or utcnow()
+            if lease is not None and not holds(conn, self._db, lease):
+                raise LeaseLost(f"lease on source {lease.name!r} lost (expired or taken over): item not written")
             if self._db.is_postgres:
                 # before the existence check: two workers writing the same entry (two
                 # `--once` runs, two daemons) serialise on its identity, so the second
                 # finds the first's row instead of a duplicate key
+                waited = time.perf_counter()
                 _advisory_locks(conn, source_id, entry.identity, fp, canonical_url)
+                if self._db.on_lock_wait is not None:
+                    self._db.on_lock_wait(time.perf_counter() - waited)
             existing = conn.execute(Q.existing, {"b_source": source_id, "b_identity": entry.identity}).first()
             if existing and existing.content_hash == fp.content_hash and existing.title == document.title:
                 conn.execute(Q.touch_entry, {"b_item": existing.id, "b_entry_hash": entry.entry_hash})
@@ -185,6 +195,7 @@ def lookup(
     ids: dict[int, int] = {}
     flags: dict[int, set[str]] = {}
     hits: dict[int, int] = {}
+    per_key: dict[int, int] = {}
     keys = sorted(set(fp.band_keys))
     # One statement: items with the same content hash or canonical URL, then one
     # index seek per key, each capped at the newest KEY_CAP items: a key that many
@@ -196,7 +207,10 @@ def lookup(
         if start == 0:
             params |= {"hash": fp.content_hash, "url": canonical_url, "limit": limit}
         statement = candidate_lookup(len(chunk), start == 0, conn.dialect.paramstyle)
-        for item_id, kind, count in conn.exec_driver_sql(statement, params):
+        for item_id, kind in conn.exec_driver_sql(statement, params):
+            if kind >= FIRST_KEY:
+                key = chunk[kind - FIRST_KEY]
+                per_key[key] = per_key.get(key, 0) + 1
             if item_id == exclude:
                 continue
             if kind == SAME_CONTENT:
@@ -206,7 +220,8 @@ def lookup(
                 ids.setdefault(item_id, 0)
                 flags.setdefault(item_id, set()).add("same_url")
             else:
-                hits[item_id] = hits.get(item_id, 0) + count
+                hits[item_id] = hits.get(item_id, 0) + 1
+    HOT_KEYS.add_all(key for key, count in per_key.items() if count >= KEY_CAP)
     for item_id, count in sorted(hits.items(), key=lambda kv: (-kv[1], -kv[0]))[: limit + 1]:
         ids[item_id] = max(ids.get(item_id, 0), count)
     if not ids:
@@ -247,7 +262,9 @@ def _advisory_locks(
     so two workers always lock in the same order and never deadlock; held for one
     item (safe behind PgBouncer's transaction pooling).
     """
-    keys = set(fp.band_keys)
+    # a hot key (shared by KEY_CAP or more items: boilerplate not learned yet) would
+    # serialise every writer of the fleet on one lock; copies share other keys too
+    keys = {key for key in fp.band_keys if key not in HOT_KEYS}
     keys.add(_key63(fp.content_hash))
     keys.add(_key63(hashlib.sha256(f"{source_id}\x00{identity}".encode()).hexdigest()))
     if canonical_url:
@@ -260,6 +277,29 @@ def _advisory_locks(
 
 def _key63(hex_digest: str) -> int:
     return int(hex_digest[:15], 16)
+
+
+class _HotKeys:
+    """Index keys this process saw shared by KEY_CAP or more items (bounded: the newest kept)."""
+
+    def __init__(self, most: int = 100_000) -> None:
+        self._keys: dict[int, None] = {}
+        self._most = most
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def add_all(self, keys: Iterable[int]) -> None:
+        with self._lock:
+            for key in keys:
+                self._keys.pop(key, None)
+                self._keys[key] = None
+            while len(self._keys) > self._most:
+                del self._keys[next(iter(self._keys))]
+
+
+HOT_KEYS = _HotKeys()
 
 
 def _item_values(

@@ -1,0 +1,260 @@
+"""The sources table as the queue: claims, leases, heartbeats, fenced completion, politeness.
+
+Every worker (a daemon, an ``--once`` run) polls a source only while it holds the
+source's lease: ``claim`` picks due, unleased sources whose host is free and writes
+the worker's name, a fresh token and an expiry computed from the database's clock;
+``heartbeat`` extends the leases of polls still running; ``complete`` records the
+poll and releases the lease only if the token is still the worker's, so a worker
+paused past its lease (and whose source another worker may have taken) cannot
+write; the writer checks the same token before each item (``holds``).
+
+PostgreSQL: the claim locks its candidate rows with ``FOR UPDATE SKIP LOCKED`` (two
+workers never claim one source, and neither waits for the other), then the free host
+rows the same way, so ``[fetch] per_host_concurrency`` and ``per_host_delay`` hold for
+the whole fleet. In-flight polls per host are counted from live leases: a killed
+worker's count disappears with its leases. SQLite: the same statements in one
+``BEGIN IMMEDIATE`` transaction (one writer at a time), timed by the worker's clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterable, Sequence
+
+from sqlalchemy import and_, case, exists, func, or_, select, text, update
+from sqlalchemy.engine import Connection
+
+from ingest.models import PollRecord, SourceState
+from ingest.store import schema as t
+from ingest.store.engine import Database, utcnow
+from ingest.store.sources import add_hosts, poll_values, state_of
+
+Clock = Callable[[], datetime]
+S, H = t.sources.c, t.hosts.c
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's right to poll one source until ``until`` (extended by heartbeats)."""
+
+    source_id: int
+    name: str
+    token: str
+    owner: str
+    until: datetime
+    state: SourceState  # the source's poll state when it was claimed
+
+
+@dataclass(frozen=True)
+class Politeness:
+    """Per-host limits the claim enforces for the fleet (from ``[fetch]``)."""
+
+    concurrency: int
+    delay: float  # seconds between two claims of one host's sources
+
+
+def database_now(conn: Connection, db: Database, clock: Clock) -> datetime:
+    """The schedule's time (when sources are due, when a poll is recorded): PostgreSQL's ``now()``, else ``clock()``."""
+    if db.is_postgres:
+        return conn.execute(text("SELECT now()")).scalar_one()
+    return clock()
+
+
+def lease_now(conn: Connection, db: Database) -> datetime:
+    """The time leases and host delays run on: PostgreSQL's ``now()``, else this machine's clock.
+
+    Never a test's fixed clock: leases coordinate processes, and a host's delay must pass.
+    """
+    if db.is_postgres:
+        return conn.execute(text("SELECT now()")).scalar_one()
+    return utcnow()
+
+
+def _pollable() -> object:
+    return and_(S.active.is_(True), S.disabled_reason.is_(None))
+
+
+def claim(
+    db: Database, *, owner: str, limit: int, lease_seconds: float, politeness: Politeness, clock: Clock,
+    names: Sequence[str] | None = None, due_only: bool = True,
+) -> list[Lease]:
+    """Claim up to ``limit`` sources (of ``names``, when given) for ``owner``; their leases.
+
+    A source is claimable when it is active and not disabled, its lease (if any) has
+    run out, its host is free (no claim within ``politeness.delay``, fewer than
+    ``politeness.concurrency`` live leases) and, with ``due_only``, its next poll time
+    has come (a source never polled is due at once). The most overdue go first.
+    """
+    if limit <= 0 or names is not None and not names:
+        return []
+    with db.begin(immediate=True) as conn:
+        due_at, now = database_now(conn, db, clock), lease_now(conn, db)
+        # candidates, most overdue first; sources of a host still in its delay are left
+        # out here, so a host with thousands of due feeds cannot crowd the others out
+        where = [
+            _pollable(), or_(S.lease_until.is_(None), S.lease_until <= now),
+            ~exists().where(and_(H.host == S.host, H.next_allowed_at > now)),
+        ]
+        if due_only:
+            where.append(or_(S.next_poll_at.is_(None), S.next_poll_at <= due_at))
+        if names is not None:
+            where.append(S.name.in_(list(names)))
+        rows = conn.execute(
+            select(S.id, S.host).where(*where)
+            .order_by(S.next_poll_at.is_not(None), S.next_poll_at, S.id)
+            .limit(max(limit * 4, limit + 16))
+            .with_for_update(skip_locked=True, of=t.sources)
+        ).all()
+        if not rows:
+            return []
+        free = _free_hosts(conn, sorted({r.host for r in rows if r.host}), politeness, now)
+        chosen: list[int] = []
+        taken: Counter[str] = Counter()
+        for row in rows:
+            if len(chosen) >= limit:
+                break
+            if row.host:  # a local file has no host: nothing to be polite to
+                if taken[row.host] >= free.get(row.host, 0):
+                    continue
+                taken[row.host] += 1
+            chosen.append(row.id)
+        if not chosen:
+            return []
+        until = now + timedelta(seconds=lease_seconds)
+        tokens = {source_id: uuid.uuid4().hex for source_id in chosen}
+        for source_id, token in tokens.items():
+            conn.execute(update(t.sources).where(S.id == source_id)
+                         .values(lease_owner=owner, lease_token=token, lease_until=until))
+        if politeness.delay > 0 and taken:
+            conn.execute(update(t.hosts).where(H.host.in_(sorted(taken)))
+                         .values(next_allowed_at=now + timedelta(seconds=politeness.delay)))
+        claimed = {r.id: r for r in conn.execute(select(t.sources).where(S.id.in_(chosen)))}
+    return [
+        Lease(source_id, claimed[source_id].name, tokens[source_id], owner, until, state_of(claimed[source_id]))
+        for source_id in chosen
+    ]
+
+
+def _free_hosts(conn: Connection, hosts: list[str], politeness: Politeness, now: datetime) -> dict[str, int]:
+    """Of ``hosts``, those this claim may use, locked, with how many of their sources it may take."""
+    if not hosts:
+        return {}
+    locked = list(conn.execute(
+        select(H.host).where(H.host.in_(hosts), H.next_allowed_at <= now).order_by(H.host)
+        .with_for_update(skip_locked=True)
+    ).scalars())
+    if not locked:
+        return {}
+    busy = Counter({r.host: r.n for r in conn.execute(
+        select(S.host, func.count().label("n")).where(S.host.in_(locked), S.lease_until > now).group_by(S.host)
+    )})
+    per_claim = 1 if politeness.delay > 0 else politeness.concurrency
+    return {h: max(0, min(per_claim, politeness.concurrency - busy[h])) for h in locked}
+
+
+def heartbeat(db: Database, leases: Iterable[Lease], lease_seconds: float, clock: Clock) -> set[str]:
+    """Extend the leases still held (token unchanged, not yet run out); the tokens extended."""
+    leases = list(leases)
+    if not leases:
+        return set()
+    kept = set()
+    with db.begin() as conn:
+        now = lease_now(conn, db)
+        until = now + timedelta(seconds=lease_seconds)
+        for lease in leases:
+            done = conn.execute(
+                update(t.sources).where(S.id == lease.source_id, S.lease_token == lease.token, S.lease_until > now)
+                .values(lease_until=until)
+            ).rowcount
+            if done:
+                kept.add(lease.token)
+    return kept
+
+
+def complete(db: Database, lease: Lease | None, source_id: int, poll: PollRecord, clock: Clock) -> bool:
+    """Record one poll (next poll time from the database's clock) and release the lease.
+
+    With a lease, nothing is written unless the lease is still held (False: fenced).
+    A ``Retry-After`` (429/503) also pushes the source's host back for the fleet.
+    """
+    with db.begin() as conn:
+        now, leased_at = database_now(conn, db, clock), lease_now(conn, db)
+        values = poll_values(poll, now)
+        where = [S.id == source_id]
+        if lease is not None:
+            where += [S.lease_token == lease.token, S.lease_until > leased_at]
+        done = conn.execute(
+            update(t.sources).where(*where).values(**values, lease_owner=None, lease_token=None, lease_until=None)
+        ).rowcount
+        if done and values.get("host"):
+            add_hosts(conn, [values["host"]])
+        if done and poll.host_retry_after:
+            host = select(S.host).where(S.id == source_id).scalar_subquery()
+            until = leased_at + timedelta(seconds=poll.host_retry_after)
+            conn.execute(update(t.hosts).where(H.host == host, H.next_allowed_at < until).values(next_allowed_at=until))
+    return bool(done)
+
+
+def release(db: Database, lease: Lease) -> bool:
+    """Give a lease back without recording a poll (a stopped worker): the source is claimable again at once."""
+    with db.begin() as conn:
+        return bool(conn.execute(
+            update(t.sources).where(S.id == lease.source_id, S.lease_token == lease.token)
+            .values(lease_owner=None, lease_token=None, lease_until=None)
+        ).rowcount)
+
+
+def holds(conn: Connection, db: Database, lease: Lease) -> bool:
+    """Inside a write transaction: is ``lease`` still held? (PostgreSQL: the row stays share-locked to commit.)"""
+    now = lease_now(conn, db)
+    query = select(S.id).where(S.id == lease.source_id, S.lease_token == lease.token, S.lease_until > now)
+    if db.is_postgres:
+        query = query.with_for_update(read=True)
+    return conn.execute(query).first() is not None
+
+
+def leased_elsewhere(db: Database, names: Sequence[str], owner: str) -> dict[str, str]:
+    """Of ``names``, the sources another worker holds a live lease on: name -> that worker."""
+    if not names:
+        return {}
+    with db.engine.connect() as conn:
+        now = lease_now(conn, db)
+        rows = conn.execute(select(S.name, S.lease_owner).where(
+            S.name.in_(list(names)), S.lease_until > now, S.lease_owner != owner,
+        ))
+        return {r.name: r.lease_owner for r in rows}
+
+
+def claim_waits(db: Database, names: Sequence[str]) -> dict[str, float]:
+    """Of ``names``, each pollable source's seconds until it may be claimable (a lease or its host's delay)."""
+    if not names:
+        return {}
+    with db.engine.connect() as conn:
+        now = lease_now(conn, db)
+        rows = conn.execute(
+            select(S.name, S.lease_until, H.next_allowed_at)
+            .select_from(t.sources.outerjoin(t.hosts, H.host == S.host))
+            .where(S.name.in_(list(names)), _pollable())
+        ).all()
+    waits = {}
+    for name, lease_until, allowed in rows:
+        until = max((w for w in (lease_until, allowed) if w is not None), default=now)
+        waits[name] = max(0.0, (until - now).total_seconds())
+    return waits
+
+
+def fleet_status(db: Database, owner: str, grace: float, clock: Clock) -> dict[str, int]:
+    """Counted in SQL: leases this worker and all workers hold, and sources overdue by more than ``grace`` s."""
+    with db.engine.connect() as conn:
+        now, due_at = lease_now(conn, db), database_now(conn, db, clock)
+        live = S.lease_until > now
+        row = conn.execute(select(
+            func.count(case((and_(live, S.lease_owner == owner), 1))).label("mine"),
+            func.count(case((live, 1))).label("leased"),
+            func.count(case((and_(S.next_poll_at < due_at - timedelta(seconds=grace),
+                                  or_(S.lease_until.is_(None), ~live)), 1))).label("overdue"),
+        ).where(_pollable())).first()
+    return {"leases_held": row.mine, "leases_fleet": row.leased, "overdue": row.overdue}
