@@ -137,6 +137,9 @@ def _absolute(link: Any, base: str | None) -> str | None:
     """``link`` resolved against ``base`` when that makes an absolute http(s) URL, else None."""
     if not isinstance(link, str) or not link.strip():
         return None
+    link = link.strip()
+    if link[:8].lower().startswith(("http://", "https://")):
+        return link  # absolute already (most links): joining returns it as it is, at 10x the cost
     url = resolve_url(link, base)
     return url if is_http_url(url) else None
 
@@ -221,7 +224,11 @@ def _parse_xml(body: bytes, content_type: str | None, base: str | None) -> Parse
     feed = parsed.get("feed", {})
     language = feed.get("language")
     links = _Links(base)
-    entries = [e for e in (_entry(raw, language, links) for raw in parsed.entries) if _has_substance(e)]
+    entries = []
+    for raw in parsed.entries:
+        entry = _entry(raw, language, links)
+        if _has_substance(entry, raw.get("title")):
+            entries.append(entry)
     if len(entries) < len(parsed.entries):
         warnings.append(
             f"{len(parsed.entries) - len(entries)} entries without id, link, enclosure, title or content skipped"
@@ -235,10 +242,12 @@ def _parse_xml(body: bytes, content_type: str | None, base: str | None) -> Parse
     )
 
 
-def _has_substance(entry: Entry) -> bool:
-    return bool(
-        entry.guid or entry.url or entry.raw_link or entry.enclosure_urls or entry.title or entry.content_html.strip()
-    )
+def _has_substance(entry: Entry, title_given: Any) -> bool:
+    """Something to key or store: an id, a link, an enclosure, content, or a title, counted
+    as the feed gave it (a title that is all markup, an image, still keeps the entry)."""
+    given = isinstance(title_given, str) and bool(title_given.strip())
+    return bool(entry.guid or entry.url or entry.raw_link or entry.enclosure_urls or entry.title or given
+                or entry.content_html.strip())
 
 
 def _bozo_reason(exc: Any) -> str:
@@ -353,7 +362,7 @@ def _parse_jsonfeed(body: bytes, base: str | None) -> ParsedFeed:
             warnings.append(f"item {index} is not an object: skipped")
             continue
         entry = _json_entry(item, doc, feed_language, links)
-        if _has_substance(entry):
+        if _has_substance(entry, item.get("title")):
             entries.append(entry)
     return ParsedFeed(
         title=plain_text(_str(doc.get("title"))) or None, link=home, entries=_keyed(entries),

@@ -11,7 +11,9 @@ identity0, enclosure0 (the first enclosure URL).
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -324,3 +326,60 @@ def test_identity_stays_what_it_was_for_feeds_without_the_new_cases() -> None:
     local, served = parse(_result(base)).entries, parse(_result(base, "https://tavera.example/feed.xml")).entries
     assert [e.identity for e in local] == [e.identity for e in served] == ["tav-001", "https://tavera.example/second"]
     assert [e.entry_hash for e in local] == [e.entry_hash for e in served]  # absolute links: nothing re-processed
+
+
+# ---------------------------------------------------------------------------- feedparser's own test corpus (opt-in)
+# Not in the repository: point INGEST_FEEDPARSER_TESTS at the tests/ folder of feedparser's
+# sdist (``pip download --no-binary :all: --no-deps feedparser==6.0.11``, unpacked).
+
+FEEDPARSER_TESTS = os.environ.get("INGEST_FEEDPARSER_TESTS")
+
+
+def _has_something(entry: dict) -> bool:
+    """feedparser's entry carries an id, its own link (alternate) or an enclosure, a title or
+    text: something to store (a lone self/related/via/license link is not the entry's article)."""
+    links = [x for x in entry.get("links") or [] if x.get("rel") in ("alternate", "enclosure")]
+    texts = [c.get("value") for c in entry.get("content") or []] + [entry.get("summary"), entry.get("title")]
+    return bool(entry.get("id") or entry.get("link") or any(x.get("href") for x in links)
+                or any(t and t.strip() for t in texts))
+
+
+@pytest.mark.skipif(not FEEDPARSER_TESTS, reason="INGEST_FEEDPARSER_TESTS (feedparser's tests/ folder) not set")
+def test_feedparser_corpus_parses_without_a_crash_and_keeps_its_entries(tmp_path: Path) -> None:
+    import feedparser
+
+    root = Path(FEEDPARSER_TESTS or "")
+    files = sorted(f for d in ("encoding", "entities", "illformed", "wellformed") for f in (root / d).rglob("*")
+                   if f.is_file())
+    assert len(files) > 2000, f"{root} does not look like feedparser's tests/ folder"
+    total = substantial = kept = failed = 0
+    crashes, identities = [], {}
+    for path in files:
+        body = path.read_bytes()
+        raw = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False).entries
+        total += len(raw)
+        substantial += sum(1 for e in raw if _has_something(e))
+        try:
+            entries = parse(_result(body, str(path))).entries
+        except ParseError:
+            failed += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - a traceback is what this looks for
+            crashes.append(f"{path.relative_to(root)}: {type(exc).__name__}: {exc}")
+            continue
+        kept += len(entries)
+        identities[str(path.relative_to(root))] = len({e.identity for e in entries})
+    print(f"\nfeedparser corpus: {len(files)} files, {total} entries as feedparser reads them, {substantial} with "
+          f"something to store; parse kept {kept}, {failed} files are parse errors, {len(crashes)} crashes")
+    assert not crashes, crashes[:20]
+    assert kept >= substantial - 5
+    # and ingest --once stores every one of them (local file sources, SQLite)
+    lines = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n']
+    lines += [f"[[sources]]\nname = {json.dumps(name)}\nurl = {json.dumps(str(root / name))}\n" for name in identities]
+    (tmp_path / "ingest.toml").write_text("\n".join(lines), encoding="utf-8")
+    done = run_cli("--once", "-c", str(tmp_path / "ingest.toml"), timeout=1800)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        stored = dict(db.execute("SELECT s.name, COUNT(*) FROM items i JOIN sources s ON s.id = i.source_id GROUP BY s.name"))
+    print(f"stored {sum(stored.values())} items of {sum(identities.values())} distinct parsed entries")
+    assert {n: c for n, c in identities.items() if c} == stored
