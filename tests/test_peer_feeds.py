@@ -619,18 +619,22 @@ def test_no_relative_link_when_the_feed_has_a_url() -> None:
     assert not as_file, as_file[:40]
 
 
-def title_rate(chosen: list[Outcome]) -> tuple[int, int]:
-    """(mismatches, compared) of titles read as plain text, expectations the peer lost
-    characters of (U+FFFD) left out: the bar of issue 16 is at most 1 %."""
+def title_rate(chosen: list[Outcome], read=as_text, lost_too: bool = False) -> tuple[int, int]:  # noqa: ANN001
+    """(mismatches, compared) of titles, both sides read by ``read``; expectations the peer
+    lost characters of (U+FFFD) left out unless ``lost_too``. The bar of issue 16 (at most
+    1 %) is on titles read as plain text; ``read=norm_title, lost_too=True`` is the measure
+    the issue quoted for the code before (2.4 %)."""
     mismatches = compared = 0
     for o in chosen:
         if o.feed is None:
             continue
         for expected in o.record.entries:
-            if "title" not in expected or expected["i"] >= len(o.feed.entries) or "\ufffd" in expected["title"]:
+            if "title" not in expected or expected["i"] >= len(o.feed.entries):
+                continue
+            if "\ufffd" in expected["title"] and not lost_too:
                 continue
             compared += 1
-            mismatches += as_text(expected["title"]) != o.feed.entries[expected["i"]].title
+            mismatches += read(expected["title"]) != read(o.feed.entries[expected["i"]].title)
     return mismatches, compared
 
 
@@ -695,6 +699,7 @@ def figures() -> dict:
             differ = Counter(d.field for o in picked for d in o.differences)
             row = {name: (differ[name], compared[name]) for name in FIELDS}
             row["title_as_text"] = title_rate(picked)
+            row["title_decoded_both"] = title_rate(picked, norm_title, lost_too=True)
             row["fixtures"] = len(picked)
             row["entries_compared"] = sum(len(o.record.entries) for o in picked if o.feed is not None)
             reasons = Counter(KNOWN.get((d.fixture, d.field), "unlisted") for o in picked for d in o.differences)
