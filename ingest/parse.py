@@ -202,13 +202,14 @@ def _parse_xml(body: bytes, content_type: str | None, base: str | None) -> Parse
     if _ENTITY.search(body):
         raise ParseError("entity declarations outside a DOCTYPE: refused")
     headers = {"content-type": content_type} if content_type else {}
+    # No base URL (Content-Location) for feedparser: it would resolve every RSS guid against
+    # it as if it were a link ("123" -> "https://host/123"), changing stored identities.
+    # Links are resolved here (_Links) against the feed's URL, after feedparser applied
+    # xml:base to them (docs/peer-feeds.md, "Findings about feedparser").
     try:
         # The HTML we keep only feeds trafilatura, and whatever we re-publish is built
         # from clean text: feedparser's sanitiser and URI resolution are wasted work
-        # (1.3-4.7x slower parsing of full-content feeds, FINDINGS.md). No base URL either:
-        # feedparser would resolve every RSS guid against it ("123" -> "https://host/123"),
-        # changing stored identities; links are resolved here (_Links) against the feed URL,
-        # after feedparser applied xml:base to them.
+        # (about 2.5x slower parsing of full-content feeds: docs/facts.md#feedparser-sanitising).
         parsed = feedparser.parse(
             body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
         )
