@@ -71,11 +71,25 @@ class Entry:
     enclosure_urls: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     entry_hash: str = ""  # hash of what the feed said: unchanged entries are skipped
+    # The link as the feed wrote it (before resolving against the feed's URL, the http(s)
+    # check and the feedburner:origLink swap): identities key on it, so the identities
+    # stored before links were resolved stay what they were. None: ``url`` is the key.
+    raw_link: str | None = None
+    # Set by parse when this entry's guid recurs in its feed with another link: the guid
+    # alone would fold distinct articles into one item (Miniflux keys such entries on
+    # guid + link too); entries repeating guid AND link stay one item.
+    guid_repeats: bool = False
 
     @property
     def identity(self) -> str:
-        """Stable key of this entry within its source: guid, else link, else its hash."""
-        return self.guid or self.url or f"hash:{self.entry_hash}"
+        """Stable key of this entry within its source: guid (with the link when the guid
+        recurs in the feed with other links), else link, else first enclosure, else its hash."""
+        link = self.raw_link or self.url
+        if self.guid:
+            return f"{self.guid} {link}" if self.guid_repeats and link else self.guid
+        if link:
+            return link
+        return self.enclosure_urls[0] if self.enclosure_urls else f"hash:{self.entry_hash}"
 
 
 @dataclass(frozen=True)

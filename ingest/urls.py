@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 # Query parameters that only track the click, never select the article.
 _TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "piwik_", "hsa_")
@@ -21,6 +21,29 @@ def is_http_url(url: str | None) -> bool:
         return False
     try:
         return urlsplit(url.strip()).scheme.lower() in ("http", "https") and "://" in url
+    except ValueError:
+        return False
+
+
+def resolve_url(link: str, base: str | None) -> str:
+    """``link`` resolved against ``base`` (RFC 3986 section 5); unchanged when there is no base.
+
+    Surrounding whitespace is dropped from both (feeds pad URLs with newlines); a link
+    that cannot be joined (a malformed IPv6 host) comes back as it was.
+    """
+    link = link.strip()
+    if not base or not base.strip():
+        return link
+    try:
+        return urljoin(base.strip(), link)
+    except ValueError:
+        return link
+
+
+def is_relative_url(url: str) -> bool:
+    """True when ``url`` has no scheme (a relative reference, RFC 3986 4.2), so it needs a base."""
+    try:
+        return not urlsplit(url.strip()).scheme
     except ValueError:
         return False
 

@@ -1,15 +1,19 @@
 """parse(): every fixture in fixtures/feeds/parse/ states what it tests and what to expect.
 
 The header comment holds ``expect: key=value; ...`` with keys:
-entries (count), error (substring of the ParseError), warning (substring of a warning),
-absent (text that must appear in no entry field), and per-entry ``<field><index>``
-checks: title0, content0 (substring), guid0, published0 (ISO 8601), kind0.
+url (the URL the body is served from; none: read as a local file), entries (count),
+error (substring of the ParseError), warning (substring of a warning), absent (text that
+must appear in no entry field), and per-entry ``<field><index>`` checks: title0, content0
+(substring), guid0, published0 (ISO 8601), kind0, link0 (``none``: no link), author0,
+identity0, enclosure0 (the first enclosure URL).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -18,7 +22,7 @@ import pytest
 
 from ingest.errors import ParseError
 from ingest.models import FetchResult, ItemRow
-from ingest.parse import parse
+from ingest.parse import parse, plain_text
 from ingest.store import Store
 
 from .conftest import FIXTURES, ingest_once, run_cli
@@ -35,8 +39,9 @@ def _expectations(body: bytes) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs)
 
 
-def _result(body: bytes) -> FetchResult:
-    return FetchResult(url="fixture", final_url="fixture", status=200, body=body)
+def _result(body: bytes, url: str = "fixtures/feeds/parse/x.xml") -> FetchResult:
+    """``body`` as fetched from ``url`` (by default a local file's path: no base URL)."""
+    return FetchResult(url=url, final_url=url, status=200, body=body)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
@@ -47,7 +52,7 @@ def test_fixture(path: Path):
         with pytest.raises(ParseError, match=re.escape(expect["error"])):
             parse(_result(body))
         return
-    feed = parse(_result(body))
+    feed = parse(_result(body, expect.get("url", "fixtures/feeds/parse/x.xml")))
     assert len(feed.entries) == int(expect["entries"])
     if "warning" in expect:
         assert any(expect["warning"] in w for w in feed.warnings), feed.warnings
@@ -56,21 +61,20 @@ def test_fixture(path: Path):
             fields = " ".join(str(v) for v in entry.__dict__.values())
             assert expect["absent"] not in fields
     for key, value in expect.items():
-        field_match = re.fullmatch(r"(title|content|guid|published|kind)(\d+)", key)
+        field_match = re.fullmatch(r"(title|content|guid|published|kind|link|author|identity|enclosure)(\d+)", key)
         if not field_match:
             continue
         entry = feed.entries[int(field_match.group(2))]
         name = field_match.group(1)
-        if name == "title":
-            assert entry.title == value
-        elif name == "content":
+        if name == "content":
             assert value in entry.content_html
-        elif name == "guid":
-            assert entry.guid == value
         elif name == "published":
             assert entry.published_at is not None and entry.published_at.isoformat() == value
-        elif name == "kind":
-            assert entry.content_kind == value
+        else:
+            got = {"title": entry.title, "guid": entry.guid, "kind": entry.content_kind, "link": entry.url,
+                   "author": entry.author, "identity": entry.identity,
+                   "enclosure": entry.enclosure_urls[0] if entry.enclosure_urls else None}[name]
+            assert got == (None if value == "none" else value), key
 
 
 def test_ttl_is_read_in_seconds():
@@ -253,3 +257,129 @@ def test_doctype_behind_a_long_comment_is_still_removed():
     feed = parse(_result(padded))
     assert all("lollollol" not in e.title for e in feed.entries)
     assert any("DOCTYPE removed" in w for w in feed.warnings)
+
+
+# ---------------------------------------------------------------------------- plain-text titles
+
+
+@pytest.mark.parametrize("value, is_html, expected", [
+    ("Tide: <b>high</b> at noon", True, "Tide: high at noon"),
+    ("<p>One</p><p>two</p>", True, "One two"),  # block tags part words, inline ones do not
+    ("fo<b>o</b>d", True, "food"),
+    ("The &amp;ldquo;Harbour&amp;rdquo; Inn", True, "The “Harbour” Inn"),  # escaped twice
+    ("&lt;b&gt;bold&lt;/b&gt; move", True, "bold move"),  # markup escaped inside HTML
+    ("Names the &lt;widget&gt; element", True, "Names the <widget> element"),  # an unknown element named in text
+    ("a <!-- note --> b<script>x()</script>", True, "a b"),
+    ("AT&T and a < b", False, "AT&T and a < b"),  # plain text that is not HTML stays
+    ("Why the <dialog> element", False, "Why the <dialog> element"),  # no closing tag, no entity: text
+    ("Fish &amp; chips", False, "Fish & chips"),  # an entity in plain text: escaped once too often
+    ("&copy2024 and &bogus; ref", False, "&copy2024 and &bogus; ref"),  # not a complete known reference
+    ("</note> tags", False, "</note> tags"),  # not an HTML element
+    ("  line\n  break\t\xa0end ", False, "line break end"),
+    ("ab\x08cd", False, "abcd"),  # C0 control characters are never text
+    ("", True, ""),
+    (None, False, ""),
+])
+def test_plain_text(value, is_html, expected) -> None:
+    assert plain_text(value, is_html) == expected
+
+
+# ---------------------------------------------------------------------------- JSON Feed links and identities
+
+
+def _json_doc(items: list[dict], **feed: object) -> bytes:
+    return json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "Wire", **feed, "items": items}).encode()
+
+
+@pytest.mark.parametrize("feed, fetched_from, expected", [
+    ({"home_page_url": "https://wire.example/news/"}, "https://cdn.example/feed.json", "https://wire.example/news/a.html"),
+    ({"home_page_url": "/news/"}, "https://wire.example/feeds/feed.json", "https://wire.example/news/a.html"),
+    ({"feed_url": "https://wire.example/feeds/feed.json"}, None, "https://wire.example/feeds/a.html"),
+    ({}, "https://wire.example/feeds/feed.json", "https://wire.example/feeds/a.html"),
+    ({}, None, None),  # a local file without a home page: nothing to resolve against
+])
+def test_jsonfeed_relative_urls_resolve_against_the_home_page_then_the_feed_url(feed, fetched_from, expected) -> None:
+    body = _json_doc([{"id": "1", "url": "a.html", "content_text": "x"}], **feed)
+    [entry] = parse(_result(body) if fetched_from is None else _result(body, fetched_from)).entries
+    assert entry.url == expected
+    assert entry.raw_link == "a.html" and entry.identity == "1"
+
+
+def test_jsonfeed_plain_titles_attachments_and_untitled_items() -> None:
+    body = _json_doc([
+        {"id": "1", "title": "Fares &amp; tolls", "authors": [{"name": "Mara &lt;b&gt;Quill&lt;/b&gt;"}], "url": "mailto:x@wire.example"},
+        {"attachments": [{"url": "/audio/ep1.mp3", "mime_type": "audio/mpeg"}]},
+        {"id": "3", "summary": "No title given, the summary stands in"},
+    ], home_page_url="https://wire.example/")
+    feed = parse(_json_result(body))
+    first, podcast, untitled = feed.entries
+    assert first.title == "Fares & tolls" and first.author == "Mara Quill" and first.url is None
+    assert podcast.enclosure_urls == ("https://wire.example/audio/ep1.mp3",)
+    assert podcast.identity == "https://wire.example/audio/ep1.mp3"
+    assert untitled.title == "No title given, the summary stands in"
+    assert feed.warnings == ("1 links not http(s) (mailto:, at: ...): not stored",)
+
+
+def test_identity_stays_what_it_was_for_feeds_without_the_new_cases() -> None:
+    """guid, else the link as the feed wrote it, else the hash: what stores hold already."""
+    base = (FIXTURES / "feeds" / "parse" / "rss2-content-encoded.xml").read_bytes()
+    local, served = parse(_result(base)).entries, parse(_result(base, "https://tavera.example/feed.xml")).entries
+    assert [e.identity for e in local] == [e.identity for e in served] == ["tav-001", "https://tavera.example/second"]
+    assert [e.entry_hash for e in local] == [e.entry_hash for e in served]  # absolute links: nothing re-processed
+
+
+# ---------------------------------------------------------------------------- feedparser's own test corpus (opt-in)
+# Not in the repository: point INGEST_FEEDPARSER_TESTS at the tests/ folder of feedparser's
+# sdist (``pip download --no-binary :all: --no-deps feedparser==6.0.11``, unpacked).
+
+FEEDPARSER_TESTS = os.environ.get("INGEST_FEEDPARSER_TESTS")
+
+
+def _has_something(entry: dict) -> bool:
+    """feedparser's entry carries an id, its own link (alternate) or an enclosure, a title or
+    text: something to store (a lone self/related/via/license link is not the entry's article)."""
+    links = [x for x in entry.get("links") or [] if x.get("rel") in ("alternate", "enclosure")]
+    texts = [c.get("value") for c in entry.get("content") or []] + [entry.get("summary"), entry.get("title")]
+    return bool(entry.get("id") or entry.get("link") or any(x.get("href") for x in links)
+                or any(t and t.strip() for t in texts))
+
+
+@pytest.mark.skipif(not FEEDPARSER_TESTS, reason="INGEST_FEEDPARSER_TESTS (feedparser's tests/ folder) not set")
+def test_feedparser_corpus_parses_without_a_crash_and_keeps_its_entries(tmp_path: Path) -> None:
+    import feedparser
+
+    root = Path(FEEDPARSER_TESTS or "")
+    files = sorted(f for d in ("encoding", "entities", "illformed", "wellformed") for f in (root / d).rglob("*")
+                   if f.is_file())
+    assert len(files) > 2000, f"{root} does not look like feedparser's tests/ folder"
+    total = substantial = kept = failed = 0
+    crashes, identities = [], {}
+    for path in files:
+        body = path.read_bytes()
+        raw = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False).entries
+        total += len(raw)
+        substantial += sum(1 for e in raw if _has_something(e))
+        try:
+            entries = parse(_result(body, str(path))).entries
+        except ParseError:
+            failed += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - a traceback is what this looks for
+            crashes.append(f"{path.relative_to(root)}: {type(exc).__name__}: {exc}")
+            continue
+        kept += len(entries)
+        identities[str(path.relative_to(root))] = len({e.identity for e in entries})
+    print(f"\nfeedparser corpus: {len(files)} files, {total} entries as feedparser reads them, {substantial} with "
+          f"something to store; parse kept {kept}, {failed} files are parse errors, {len(crashes)} crashes")
+    assert not crashes, crashes[:20]
+    assert kept >= substantial - 5
+    # and ingest --once stores every one of them (local file sources, SQLite)
+    lines = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n']
+    lines += [f"[[sources]]\nname = {json.dumps(name)}\nurl = {json.dumps(str(root / name))}\n" for name in identities]
+    (tmp_path / "ingest.toml").write_text("\n".join(lines), encoding="utf-8")
+    done = run_cli("--once", "-c", str(tmp_path / "ingest.toml"), timeout=1800)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        stored = dict(db.execute("SELECT s.name, COUNT(*) FROM items i JOIN sources s ON s.id = i.source_id GROUP BY s.name"))
+    print(f"stored {sum(stored.values())} items of {sum(identities.values())} distinct parsed entries")
+    assert {n: c for n, c in identities.items() if c} == stored

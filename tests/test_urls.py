@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.urls import canonical_url, host_of, is_public_address, redact_url
+from ingest.urls import canonical_url, host_of, is_public_address, is_relative_url, redact_url, resolve_url
 
 
 @pytest.mark.parametrize("address", [
@@ -49,3 +49,24 @@ def test_host_of_is_the_politeness_key():
     assert host_of("https://Example.ORG/feed") == "example.org"
     assert host_of("http://127.0.0.1:8080/x") == "127.0.0.1:8080"
     assert host_of("not a url") == ""
+
+
+@pytest.mark.parametrize("link, base, expected", [
+    ("a.html", "https://example.org/feeds/rss.xml", "https://example.org/feeds/a.html"),
+    ("/a", "https://example.org/feeds/rss.xml", "https://example.org/a"),
+    ("//cdn.example.org/a", "https://example.org/", "https://cdn.example.org/a"),
+    ("\n https://other.example/x \n", "https://example.org/", "https://other.example/x"),
+    ("a.html", "https://example.org/ ", "https://example.org/a.html"),  # a base padded with a space
+    ("mailto:desk@example.org", "https://example.org/", "mailto:desk@example.org"),
+    ("a.html", None, "a.html"),  # no base: unchanged, still relative
+    ("http://[::1/a", "https://example.org/", "http://[::1/a"),  # cannot be joined: as it was
+])
+def test_resolve_url(link, base, expected):
+    assert resolve_url(link, base) == expected
+
+
+@pytest.mark.parametrize("url, relative", [
+    ("a.html", True), ("/a", True), ("//host/a", True), ("https://a/", False), ("mailto:x@y", False),
+])
+def test_is_relative_url(url, relative):
+    assert is_relative_url(url) is relative
