@@ -9,6 +9,9 @@ article that quotes a disclaimer's words inside its own prose keeps them:
   the leading or trailing run of boilerplate (a disclaimer, a byline, a wire credit);
 - ``tail`` rules cut a trailing sentence glued to the last paragraph ("The post ...
   appeared first on ...");
+- ``suffix`` rules cut a credit closing ANY paragraph ("... the bank said. (AGENCY)",
+  a caption's "Photograph: X"), ``prefix`` rules one opening the article's first
+  paragraphs (an agency tag or a dateline's agency, "CITY (AGENCY) —");
 - per-source ``strip`` patterns from the config remove what they match in any paragraph;
 - learned paragraphs (recurring verbatim across a source's items) go wherever they stand.
 
@@ -23,19 +26,24 @@ import tomllib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ingest.errors import ConfigError
 from ingest.models import Document, Removal
 from ingest.text import normalize_words
 
-SCOPES = ("whole", "edge", "tail")
+SCOPES = ("whole", "edge", "tail", "suffix", "prefix")
+EDGES = ("both", "start", "end")
 # Edge zones (see _strip_edge): how many unclaimed short paragraphs may sit between a
 # boilerplate paragraph and the END of the text. Sites stack prompts and credits at the
 # end, and an unknown one is one line (< 200 chars in every fixture case). At the start
-# no slack: a short news lead is common there, and a disclosure after it is article text.
+# only lines that are not sentences (a headline, a kicker) may sit in between: a short
+# news lead is common there, and a disclosure after it is article text.
 EDGE_SLACK = 2
+START_SLACK = 2
 EDGE_SHORT_CHARS = 200
+# a paragraph ends as a sentence: . ! ? (not an ellipsis), then closing quotes/brackets
+_ENDS_SENTENCE = re.compile(r"(?<!\.\.)[.!?][\"'”’»)\]]*\s*$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Rule:
     keeps: tuple[str, ...] = ()
     max_chars: int = 2000
     full: bool = False  # edge rules: the pattern must match the whole paragraph
+    edges: str = "both"  # edge rules: the zone(s) they work in, "start", "end" or "both"
+    adjacent: bool = False  # edge rules: only in the unbroken run at the very edge
 
     def matches(self, paragraph: str) -> bool:
         """Does this (whole or edge) rule claim the whole paragraph?"""
@@ -55,6 +65,10 @@ class Rule:
         if self.scope == "whole" or self.full:
             return self.regex.fullmatch(paragraph) is not None
         return self.regex.match(paragraph) is not None
+
+    def works_at(self, position: str) -> bool:
+        """Does this rule claim paragraphs in the ``position`` ("start"|"end") edge zone?"""
+        return self.scope == "whole" or (self.scope == "edge" and self.edges in ("both", position))
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
         try:
             if table["scope"] not in SCOPES:
                 raise ValueError(f"scope must be one of {SCOPES}")
+            if table.get("edges", "both") not in EDGES:
+                raise ValueError(f"edges must be one of {EDGES}")
             rules.append(
                 Rule(
                     name=table["name"],
@@ -86,6 +102,8 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
                     keeps=tuple(table.get("keeps", ())),
                     max_chars=int(table.get("max_chars", 2000)),
                     full=bool(table.get("full", False)),
+                    edges=table.get("edges", "both"),
+                    adjacent=bool(table.get("adjacent", False)),
                 )
             )
         except (KeyError, ValueError, re.error) as exc:
@@ -95,9 +113,17 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
 
 @lru_cache(maxsize=1)
 def builtin_rules() -> tuple[Rule, ...]:
-    """The rules shipped in ingest/rules/builtin.toml."""
-    text = resources.files("ingest").joinpath("rules/builtin.toml").read_text(encoding="utf-8")
-    return load_rules(text, "ingest/rules/builtin.toml")
+    """The rules shipped in ingest/rules/*.toml (one file a class of boilerplate), sorted by name."""
+    folder = resources.files("ingest").joinpath("rules")
+    rules = [
+        rule
+        for path in sorted((p for p in folder.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
+        for rule in load_rules(path.read_text(encoding="utf-8"), f"ingest/rules/{path.name}")
+    ]
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"ingest/rules: rule names used twice: {sorted({n for n in names if names.count(n) > 1})}")
+    return tuple(sorted(rules, key=lambda r: r.name))
 
 
 def ruleset(builtin: bool, source_patterns: Iterable[str] = ()) -> RuleSet:
@@ -133,7 +159,13 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
         else:
             survivors.append((index, paragraph))
 
-    # 3. tail sentences glued to the last paragraph
+    # 3. credits closing any paragraph: only the credit goes (a paragraph that was
+    # nothing else goes whole)
+    suffixes = [r for r in rules.rules if r.scope == "suffix"]
+    if suffixes:
+        survivors = _cut_ends(survivors, suffixes, removals)
+
+    # 4. tail sentences glued to the last paragraph
     tails = [r for r in rules.rules if r.scope == "tail"]
     while survivors and tails:
         index, last = survivors[-1]
@@ -147,11 +179,17 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
             break
         survivors.pop()
 
-    # 4. edge zones: boilerplate paragraphs near either end, up to the article text
-    edge = [r for r in rules.rules if r.scope in ("edge", "whole")]
-    survivors, end_removed = _strip_edge(survivors[::-1], edge, learned, "end", EDGE_SLACK)
-    survivors, start_removed = _strip_edge(survivors[::-1], edge, learned, "start", 0)
+    # 5. edge zones: boilerplate paragraphs near either end, up to the article text
+    end_rules = [r for r in rules.rules if r.works_at("end")]
+    start_rules = [r for r in rules.rules if r.works_at("start")]
+    survivors, end_removed = _strip_edge(survivors[::-1], end_rules, learned, "end", EDGE_SLACK, _is_short)
+    survivors, start_removed = _strip_edge(survivors[::-1], start_rules, learned, "start", START_SLACK, _is_heading)
     removals += end_removed + start_removed
+
+    # 6. credits opening the article's first paragraphs (up to the first sentence)
+    prefixes = [r for r in rules.rules if r.scope == "prefix"]
+    if prefixes:
+        survivors = _cut_openings(survivors, prefixes, removals)
 
     if not survivors:  # never clean an article down to nothing: keep the input
         return replace(document, notes=document.notes + ("cleaning would remove every paragraph: kept as is",))
@@ -174,29 +212,84 @@ def strip_learned(text: str, learned: frozenset[str]) -> tuple[str, tuple[Remova
 
 
 def _strip_edge(
-    paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int
+    paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int,
+    may_shield: Callable[[str], bool],
 ) -> tuple[list[tuple[int, str]], list[tuple[int, Removal]]]:
     """Remove claimed paragraphs from the front of ``paragraphs`` (one end of the text).
 
-    Up to ``slack`` short unclaimed paragraphs may stand between a claimed one and the
-    end: a site glues several prompts on, and one that no rule knows ("Follow X on
-    Y", a trust-principles link) must not shield a disclaimer behind it. The
-    unclaimed paragraphs themselves stay; a long one ends the zone (article prose).
+    Up to ``slack`` unclaimed paragraphs that ``may_shield`` accepts may stand between a
+    claimed one and the end: a site glues several prompts on, and one that no rule knows
+    ("Follow X on Y", a trust-principles link) must not shield a disclaimer behind it;
+    at the start a headline or a kicker must not shield the dateline and byline lines
+    below it. The unclaimed paragraphs themselves stay; any other ends the zone
+    (article prose). ``adjacent`` rules (line shapes) claim only before the first
+    unclaimed paragraph.
     """
     kept: list[tuple[int, str]] = []
     removed: list[tuple[int, Removal]] = []
     used = 0
+    loose = [r for r in rules if not r.adjacent]  # once an unclaimed paragraph stands between
     for at, (index, paragraph) in enumerate(paragraphs):
-        name = _claim(paragraph, rules, learned)
+        name = _claim(paragraph, loose if used else rules, learned)
         if name:
             removed.append((index, Removal(name, paragraph, position)))
             continue
-        if len(paragraph) > EDGE_SHORT_CHARS or used >= slack:
+        if not may_shield(paragraph) or used >= slack:
             kept += paragraphs[at:]
             break
         used += 1
         kept.append((index, paragraph))
     return kept, removed
+
+
+def _is_short(paragraph: str) -> bool:
+    return len(paragraph) <= EDGE_SHORT_CHARS
+
+
+def _is_heading(paragraph: str) -> bool:
+    """A short line that is not a sentence (a headline, a kicker, a section name)."""
+    return len(paragraph) <= EDGE_SHORT_CHARS and _ENDS_SENTENCE.search(paragraph) is None
+
+
+def _cut_ends(
+    paragraphs: list[tuple[int, str]], rules: list[Rule], removals: list[tuple[int, Removal]]
+) -> list[tuple[int, str]]:
+    """``paragraphs`` with the credits that close them cut off (``suffix`` rules)."""
+    out = []
+    for index, paragraph in paragraphs:
+        while paragraph:
+            match, rule = next(
+                ((m, r) for r in rules if (m := _last_match(r.regex, paragraph, r.max_chars))), (None, None)
+            )
+            if match is None or rule is None:
+                break
+            removals.append((index, Removal(rule.name, match.group().strip(), "inline" if match.start() else "whole")))
+            paragraph = paragraph[: match.start()].rstrip()
+        if paragraph:
+            out.append((index, paragraph))
+    return out
+
+
+def _cut_openings(
+    paragraphs: list[tuple[int, str]], rules: list[Rule], removals: list[tuple[int, Removal]]
+) -> list[tuple[int, str]]:
+    """``paragraphs`` with credits cut from the start of the first ones (``prefix`` rules).
+
+    Only paragraphs up to the first that ends as a sentence (the lead): a headline
+    above it may carry the credit too, an agency tag further down is the article's.
+    A cut that would leave nothing is not made.
+    """
+    out = list(paragraphs)
+    for at, (index, paragraph) in enumerate(out):
+        for rule in rules:
+            match = rule.regex.match(paragraph)
+            if match and match.group().strip() and paragraph[match.end():].strip():
+                removals.append((index, Removal(rule.name, match.group().strip(), "inline")))
+                paragraph = paragraph[match.end():].lstrip()
+        out[at] = (index, paragraph)
+        if _ENDS_SENTENCE.search(paragraph):
+            break
+    return out
 
 
 def _claim(paragraph: str, rules: list[Rule], learned: frozenset[str]) -> str | None:
@@ -215,9 +308,16 @@ def _cut(pattern: re.Pattern[str], paragraph: str) -> tuple[str, list[str]]:
     return pattern.sub("", paragraph), removed
 
 
-def _last_match(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
-    """A match of ``regex`` that ends the text and starts a sentence (or the paragraph)."""
+def _last_match(regex: re.Pattern[str], text: str, longest: int | None = None) -> re.Match[str] | None:
+    """A match of ``regex`` that ends the text and starts a sentence (or the paragraph).
+
+    With ``longest``, only the last ``longest`` characters are tried (a credit is short:
+    a long paragraph costs no more than a short one).
+    """
+    earliest = 0 if longest is None else len(text) - longest
     for start in _sentence_starts(text):
+        if start < earliest:
+            continue
         match = regex.fullmatch(text, start)
         if match:
             return match

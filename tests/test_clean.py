@@ -49,17 +49,32 @@ def test_rules_are_sorted_named_and_have_examples() -> None:
     assert len(RULES) >= 15
 
 
+def placed(rule, text: str) -> Document:
+    """``text`` where ``rule`` works: opening the article (prefix rules) or after it."""
+    return doc(text, *ARTICLE) if rule.scope == "prefix" else doc(*ARTICLE, text)
+
+
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
 def test_rule_matches_its_example_and_not_its_keeps(rule) -> None:
     """Every example is removed by its rule alone; every `keeps` text survives it."""
     only = RuleSet((rule,))
-    cleaned = clean(doc(*ARTICLE, rule.example), only)
+    cleaned = clean(placed(rule, rule.example), only)
     assert [r.rule for r in cleaned.removals] == [rule.name]
     assert cleaned.removals[0].text.strip() in rule.example
     for keep in rule.keeps:
-        kept = clean(doc(*ARTICLE, keep), only)
+        kept = clean(placed(rule, keep), only)
         assert keep in kept.paragraphs, f"{rule.name} removed a text it must keep"
         assert kept.removals == ()
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES if r.scope == "suffix"], ids=lambda r: r.name)
+def test_suffix_rule_cuts_its_example_off_any_paragraph(rule) -> None:
+    """A credit run into a paragraph (first, middle or last) goes; the paragraph's prose stays."""
+    for at in range(len(ARTICLE)):
+        glued = ARTICLE[:at] + [f"{ARTICLE[at]} {rule.example}"] + ARTICLE[at + 1:]
+        cleaned = clean(doc(*glued), RuleSet((rule,)))
+        assert cleaned.paragraphs == ARTICLE, (rule.name, at)
+        assert [(r.rule, r.position, r.text) for r in cleaned.removals] == [(rule.name, "inline", rule.example.strip())]
 
 
 @pytest.mark.parametrize("phenomenon,text", [
@@ -114,10 +129,10 @@ def test_edge_rule_in_the_middle_of_the_article_is_not_applied() -> None:
 
 def test_disclaimer_behind_an_unknown_short_prompt_is_still_removed() -> None:
     unknown = "Tap the bell icon for alerts."  # no rule knows it; it must not shield the disclaimer
-    disclaimer = "(This story has not been edited by Newsdesk24 staff and is auto-generated from a syndicated feed.)"
+    disclaimer = "Disclaimer: the author owns shares in two of the companies named in this article."
     cleaned = clean(doc(*ARTICLE, disclaimer, unknown), BUILTIN)
     assert cleaned.paragraphs == ARTICLE + [unknown]
-    assert [(r.rule, r.position) for r in cleaned.removals] == [("not-edited-auto-generated", "end")]
+    assert [(r.rule, r.position) for r in cleaned.removals] == [("disclaimer-prefixed", "end")]
 
 
 def test_a_long_paragraph_ends_the_edge_zone() -> None:
@@ -139,7 +154,7 @@ def test_removals_are_in_document_order() -> None:
     cleaned = clean(doc("By JANE DOE, Reuters", ARTICLE[0], "Also Read: Roads plan explained", *ARTICLE[1:],
                         "(Reporting by Jane Doe; Editing by Ed Osmond)", "Share this article"), BUILTIN)
     assert [(r.position, r.rule) for r in cleaned.removals] == [
-        ("start", "byline-line"), ("whole", "also-read"), ("end", "wire-credit"), ("whole", "share-prompt"),
+        ("start", "byline-line"), ("whole", "also-read"), ("whole", "wire-credit"), ("whole", "share-prompt"),
     ]
     assert cleaned.paragraphs == ARTICLE
 
