@@ -8,9 +8,9 @@ Definitions (what ``measure`` counts):
 
 - **Article text of a corpus item** goes through the real stages as a feed entry whose
   content is the text as HTML: one ``<p>`` per line, lines of a hard-wrapped paragraph
-  (a line ending without sentence punctuation followed by one that starts in lower
-  case, or any run-on line of a text hard-wrapped at a fixed width) joined into one
-  ``<p>``; then ``ingest.extract.extract`` and
+  (a long line ending without sentence punctuation followed by one of several words
+  that starts in lower case, or a full-width run-on line of a text hard-wrapped at a
+  fixed width) joined into one ``<p>``; then ``ingest.extract.extract`` and
   ``ingest.clean.clean`` with the built-in rules.
 - **Article sentence**: a sentence of a corpus text (split after ``. ! ?`` and closing
   quotes) of prose: at least ``MIN_SENTENCE_WORDS`` words, a capital, digit or quote
@@ -26,7 +26,8 @@ Definitions (what ``measure`` counts):
   text is what they share).
 - **Article paragraph**: a paragraph of the corpus text holding at least one article
   sentence; *kept* when every article sentence in it is still in the clean text.
-- **A sentence is kept** when its normalised words occur in order in the clean text's.
+- **A sentence is kept** when its normalised words occur in order in the clean text's
+  (both taken without the listed strings, so cutting an agency tag off a lead is no loss).
 - **Disclaimer removal**, two kinds, per split:
   *glued*: each disclaimers.txt string of the split glued onto ``HOSTS_PER_LINE`` corpus
   texts of the same split (chosen by a hash, so fixed), the way that string stands on
@@ -53,6 +54,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,6 +76,7 @@ PROSE_WORDS = 15
 BLOCK_WORDS = 5
 _SPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
+_NOTE = re.compile(r"\([^()]*\)")  # a bracketed note on its own line: "(Adds comments)"
 _CLOSED = re.compile(r"[.!?:;\"'”’)\]]$")
 _ENDS_SENTENCE = re.compile(r"[.!?][\"'”’)\]]*$")
 _STARTS_SENTENCE = re.compile(r"[\"'“‘(]?[A-Z0-9]")
@@ -177,16 +180,25 @@ def words(text: str) -> str:
 def paragraphs_of(text: str) -> list[str]:
     """Lines of ``text``; lines of a hard-wrapped paragraph joined (see the module docstring)."""
     lines = [part.strip() for part in text.split("\n") if part.strip()]
-    open_ended = [line for line in lines if not _CLOSED.search(line)]
-    # hard-wrapped at a fixed width: most lines are of similar length and run on
-    wrapped = len(lines) >= 6 and len(open_ended) >= 0.6 * len(lines) and all(len(line) <= 90 for line in lines)
+    lengths = sorted(len(line) for line in lines)
+    width = lengths[len(lengths) // 2] if lengths else 0
+    # hard-wrapped at a fixed width: most lines are of a news column's width and run on
+    wrapped = len(lines) >= 6 and sum(
+        1 for line in lines if 45 <= len(line) <= 90 and not _CLOSED.search(line)) >= 0.6 * len(lines)
     out: list[str] = []
     for line in lines:
-        if out and not _CLOSED.search(out[-1]) and (wrapped or line[0].islower()):
+        runs_on = out and not _CLOSED.search(out[-1]) and not _NOTE.fullmatch(line)
+        if runs_on and ((wrapped and len(out[-1]) >= 0.75 * width) or _continues(out[-1], line)):
             out[-1] = f"{out[-1]} {line}"
         else:
             out.append(line)
     return out
+
+
+def _continues(previous: str, line: str) -> bool:
+    """Does ``line`` carry on the sentence of ``previous`` (a wrap, not a new block)?"""
+    first = line.split()[0]
+    return line[0].islower() and len(previous) >= 40 and len(line.split()) >= 2 and "." not in first.rstrip(".,")
 
 
 def to_html(paragraphs: list[str]) -> str:
@@ -216,9 +228,13 @@ def article_sentences(data: Data) -> dict[str, list[list[str]]]:
     """Per item id, per paragraph, its article sentences (see the module docstring)."""
     chrome = [words(line.text) for line in data.lines if len(normalize_words(line.text)) >= 2]
     blocks = [c for c in chrome if len(normalize_words(c)) >= BLOCK_WORDS]
+
+    def is_article(sentence: str) -> bool:
+        found = words(sentence)
+        return is_sentence(sentence) and not any(c in found or found in c for c in chrome)
+
     return {
-        item.id: [[] if any(words(p).startswith(b) for b in blocks) else
-                  [s for s in sentences(p) if is_sentence(s) and not any(c in words(s) or words(s) in c for c in chrome)]
+        item.id: [[] if any(words(p).startswith(b) for b in blocks) else [s for s in sentences(p) if is_article(s)]
                   for p in item.paragraphs]
         for item in data.items
     }
@@ -263,9 +279,9 @@ def glue_mode(line: Line, items: tuple[Item, ...]) -> str:
         if at is None:  # the line spans paragraphs
             at = next(n for n, p in enumerate(paragraphs) if p in wanted)
         rest = normalize(paragraphs[at].replace(wanted, " "))
-        if paragraphs[at].startswith(wanted) and is_prose(rest):
-            return "prefix" if not prose or at <= prose[0] else "middle"
-        if paragraphs[at].endswith(wanted) and is_prose(rest):
+        if paragraphs[at].startswith(wanted) and is_prose(rest) and at <= prose[0]:
+            return "prefix"
+        if paragraphs[at].endswith(wanted) and not paragraphs[at].startswith(wanted) and is_prose(rest):
             return "suffix"
         if not prose or at < prose[0]:
             return "start"
@@ -316,12 +332,32 @@ def extracted_only(item: Item, paragraphs: list[str]) -> Document:
     return extract(entry, None, _CONFIG)
 
 
-def _losses(document: Document, article: list[list[str]], paragraphs: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    clean_words = words(document.text)
+def without_listed(text: str, data: Data) -> str:
+    """``words(text)`` with every listed boilerplate string taken out.
+
+    A sentence that opens with an agency tag ("(AGENCY) The council ...") is kept when
+    the tag is cut and the rest stays: tag and text are compared without the listed
+    strings on both sides.
+    """
+    out = words(text)
+    for listed in _listed(data.lines):
+        while listed in out:
+            out = out.replace(listed, " ")
+    return out
+
+
+@lru_cache(maxsize=4)
+def _listed(lines: tuple[Line, ...]) -> tuple[str, ...]:
+    return tuple(sorted({words(line.text) for line in lines if normalize_words(line.text)}, key=len, reverse=True))
+
+
+def _losses(document: Document, article: list[list[str]], paragraphs: list[str], data: Data
+            ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    clean_words = without_listed(document.text, data)
     lost_sentences = []
     lost_paragraphs = []
     for paragraph, found in zip(paragraphs, article):
-        gone = [s for s in found if words(s) not in clean_words]
+        gone = [s for s in found if without_listed(s, data) not in clean_words]
         lost_sentences += gone
         if gone:
             lost_paragraphs.append(paragraph)
@@ -342,7 +378,7 @@ def runs(data: Data, split: str, hosts_per_line: int = HOSTS_PER_LINE) -> list[R
 
     def made(kind: str, item: Item, line: str, mode: str, document: Document, removed: bool) -> Run:
         found = article[item.id]
-        lost_sentences, lost_paragraphs = _losses(document, found, item.paragraphs)
+        lost_sentences, lost_paragraphs = _losses(document, found, item.paragraphs, data)
         return Run(kind, item, line, mode, document, removed, sum(map(len, found)), sum(1 for f in found if f),
                    len(shared[item.id]), lost_sentences, lost_paragraphs,
                    len(shared[item.id].intersection(lost_sentences)))
