@@ -42,6 +42,11 @@ EDGES = ("both", "start", "end")
 EDGE_SLACK = 2
 START_SLACK = 2
 EDGE_SHORT_CHARS = 200
+# Line-shape rules (``adjacent``) claim at most this many lines at one end: related
+# headlines, credits and widgets stacked at an edge were at most 5 lines on the tune half
+# of the real copies; a longer run of short lines is the article's own list, table or
+# code, and stays.
+MAX_SHAPE_RUN = 6
 # a paragraph ends as a sentence: . ! ? (not an ellipsis), then closing quotes/brackets
 _ENDS_SENTENCE = re.compile(r"(?<!\.\.)[.!?][\"'”’»)\]]*\s*$")
 
@@ -229,6 +234,7 @@ def _strip_edge(
     removed: list[tuple[int, Removal]] = []
     used = 0
     loose = [r for r in rules if not r.adjacent]  # once an unclaimed paragraph stands between
+    shapes = {r.name for r in rules if r.adjacent}
     for at, (index, paragraph) in enumerate(paragraphs):
         name = _claim(paragraph, loose if used else rules, learned)
         if name:
@@ -239,6 +245,10 @@ def _strip_edge(
             break
         used += 1
         kept.append((index, paragraph))
+    if sum(1 for _, r in removed if r.rule in shapes) > MAX_SHAPE_RUN:  # a list, not chrome: put it back
+        back = [(index, r.text) for index, r in removed if r.rule in shapes]
+        removed = [(index, r) for index, r in removed if r.rule not in shapes]
+        kept = sorted(kept + back, key=lambda item: item[0], reverse=position == "end")
     return kept, removed
 
 
