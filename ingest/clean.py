@@ -45,7 +45,7 @@ EDGE_SHORT_CHARS = 200
 # Line-shape rules (``adjacent``) claim at most this many lines at one end: related
 # headlines, credits and widgets stacked at an edge were at most 5 lines on the tune half
 # of the real copies; a longer run of short lines is the article's own list, table or
-# code, and stays.
+# code, and stays (as does a run after a line ending in a colon).
 MAX_SHAPE_RUN = 6
 # a paragraph ends as a sentence: . ! ? (not an ellipsis), then closing quotes/brackets
 _ENDS_SENTENCE = re.compile(r"(?<!\.\.)[.!?][\"'”’»)\]]*\s*$")
@@ -245,11 +245,26 @@ def _strip_edge(
             break
         used += 1
         kept.append((index, paragraph))
-    if sum(1 for _, r in removed if r.rule in shapes) > MAX_SHAPE_RUN:  # a list, not chrome: put it back
+    if _is_list(paragraphs, [index for index, r in removed if r.rule in shapes]):  # not chrome: put it back
         back = [(index, r.text) for index, r in removed if r.rule in shapes]
         removed = [(index, r) for index, r in removed if r.rule not in shapes]
         kept = sorted(kept + back, key=lambda item: item[0], reverse=position == "end")
     return kept, removed
+
+
+def _is_list(paragraphs: list[tuple[int, str]], claimed: list[int]) -> bool:
+    """Are the lines that shape rules claimed at one end the article's own list?
+
+    More than ``MAX_SHAPE_RUN`` of them, or a run introduced by a line ending in a
+    colon ("The routes affected are:").
+    """
+    if not claimed:
+        return False
+    if len(claimed) > MAX_SHAPE_RUN:
+        return True
+    first = min(claimed)
+    before = max(((index, text) for index, text in paragraphs if index < first), default=None)
+    return before is not None and before[1].rstrip().endswith(":")
 
 
 def _is_short(paragraph: str) -> bool:
