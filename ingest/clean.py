@@ -62,14 +62,24 @@ class Rule:
     full: bool = False  # edge rules: the pattern must match the whole paragraph
     edges: str = "both"  # edge rules: the zone(s) they work in, "start", "end" or "both"
     adjacent: bool = False  # edge rules: only in the unbroken run at the very edge
+    # lower-case words one of which every text the pattern matches holds: a cheap test
+    # first, so that the regex (an unanchored search) runs only on paragraphs that have one
+    needs: tuple[str, ...] = ()
 
-    def matches(self, paragraph: str) -> bool:
-        """Does this (whole or edge) rule claim the whole paragraph?"""
-        if len(paragraph) > self.max_chars:
+    def matches(self, paragraph: str, lowered: str | None = None) -> bool:
+        """Does this (whole or edge) rule claim the whole paragraph? (``lowered``: paragraph.lower())"""
+        if len(paragraph) > self.max_chars or not self.may_match(paragraph, lowered):
             return False
         if self.scope == "whole" or self.full:
             return self.regex.fullmatch(paragraph) is not None
         return self.regex.match(paragraph) is not None
+
+    def may_match(self, text: str, lowered: str | None = None) -> bool:
+        """Does ``text`` hold one of the rule's ``needs`` (or has it none)?"""
+        if not self.needs:
+            return True
+        lowered = text.lower() if lowered is None else lowered
+        return any(word in lowered for word in self.needs)
 
     def works_at(self, position: str) -> bool:
         """Does this rule claim paragraphs in the ``position`` ("start"|"end") edge zone?"""
@@ -109,6 +119,7 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
                     full=bool(table.get("full", False)),
                     edges=table.get("edges", "both"),
                     adjacent=bool(table.get("adjacent", False)),
+                    needs=tuple(word.lower() for word in table.get("needs", ())),
                 )
             )
         except (KeyError, ValueError, re.error) as exc:
@@ -283,8 +294,11 @@ def _cut_ends(
     out = []
     for index, paragraph in paragraphs:
         while paragraph:
+            lowered, starts = paragraph.lower(), _sentence_starts(paragraph)
             match, rule = next(
-                ((m, r) for r in rules if (m := _last_match(r.regex, paragraph, r.max_chars))), (None, None)
+                ((m, r) for r in rules
+                 if r.may_match(paragraph, lowered) and (m := _last_match(r.regex, paragraph, r.max_chars, starts))),
+                (None, None),
             )
             if match is None or rule is None:
                 break
@@ -318,8 +332,9 @@ def _cut_openings(
 
 
 def _claim(paragraph: str, rules: list[Rule], learned: frozenset[str]) -> str | None:
+    lowered = paragraph.lower()
     for rule in rules:
-        if rule.matches(paragraph):
+        if rule.matches(paragraph, lowered):
             return rule.name
     if learned and paragraph_key(paragraph) in learned:
         return "learned"
@@ -333,14 +348,17 @@ def _cut(pattern: re.Pattern[str], paragraph: str) -> tuple[str, list[str]]:
     return pattern.sub("", paragraph), removed
 
 
-def _last_match(regex: re.Pattern[str], text: str, longest: int | None = None) -> re.Match[str] | None:
+def _last_match(
+    regex: re.Pattern[str], text: str, longest: int | None = None, starts: list[int] | None = None
+) -> re.Match[str] | None:
     """A match of ``regex`` that ends the text and starts a sentence (or the paragraph).
 
     With ``longest``, only the last ``longest`` characters are tried (a credit is short:
-    a long paragraph costs no more than a short one).
+    a long paragraph costs no more than a short one). ``starts``: the text's sentence
+    starts, when the caller has them.
     """
     earliest = 0 if longest is None else len(text) - longest
-    for start in _sentence_starts(text):
+    for start in _sentence_starts(text) if starts is None else starts:
         if start < earliest:
             continue
         match = regex.fullmatch(text, start)
@@ -349,6 +367,8 @@ def _last_match(regex: re.Pattern[str], text: str, longest: int | None = None) -
     return None
 
 
+_SENTENCE_BREAK = re.compile(r"[.!?…»\"”)]\s+")
+
+
 def _sentence_starts(text: str) -> list[int]:
-    starts = [0] + [m.end() for m in re.finditer(r"[.!?…»\"”)]\s+", text)]
-    return starts
+    return [0] + [m.end() for m in _SENTENCE_BREAK.finditer(text)]

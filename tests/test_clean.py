@@ -121,6 +121,17 @@ def test_every_rule_file_is_loaded_and_names_are_unique() -> None:
     assert {r.scope for r in RULES} == {"whole", "edge", "tail", "suffix", "prefix"}
 
 
+def test_needs_prefilter_never_hides_a_match() -> None:
+    """A rule's ``needs`` only skips work: every text its pattern matches holds one of them."""
+    texts = [t for _, t in line_cases("boilerplate.toml") + line_cases("prose.toml")]
+    texts += [t for r in RULES for t in (r.example, *r.keeps)]
+    texts += [p for case in CASES for p in run_case(case).document.paragraphs]
+    for rule in (r for r in RULES if r.needs):
+        for text in texts:
+            found = rule.regex.fullmatch(text) if rule.scope in ("whole", "suffix") or rule.full else rule.regex.match(text)
+            assert not found or rule.may_match(text), (rule.name, text)
+
+
 # ---------------------------------------------------------------- classes of boilerplate (fixtures/clean/lines)
 
 LINES = ROOT / "fixtures" / "clean" / "lines"
