@@ -17,10 +17,11 @@ Definitions (what ``measure`` counts):
   first and sentence punctuation last, holding none of disclaimers.txt's strings (any
   split), and at least ``MIN_LOWER_WORDS`` words in lower case (a credit such as
   "Photo by Jane Doe/Agency." is names). A paragraph that opens with a listed string of
-  ``BLOCK_WORDS`` or more words is a disclaimer block and holds none. Headlines and widget lines (no closing punctuation) are not counted: a
-  headline is the entry's title, not its body. Site prose that disclaimers.txt does not
-  list (a comment policy, a paywall pitch) counts as article text here, so the figure
-  errs against the cleaner. A stricter second figure counts only the *shared* article
+  ``BLOCK_WORDS`` or more words is a disclaimer block and holds none. Headlines and
+  widget lines (no closing punctuation) are not counted: a headline is the entry's
+  title, not its body. Site prose that disclaimers.txt does not list (a comment policy,
+  a paywall pitch, a caption) counts as article text here, so the figure errs against
+  the cleaner. A stricter second figure counts only the *shared* article
   sentences: those whose words (``ingest.text.normalize_words``) also occur, in order,
   in a copy of the story on another site (site chrome differs between sites; the wire
   text is what they share).
@@ -54,8 +55,8 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from ingest.clean import clean, ruleset
@@ -72,7 +73,7 @@ HOSTS_PER_LINE = 3
 # a prose paragraph (where the article starts): this many words and a sentence end
 PROSE_WORDS = 15
 # a paragraph opening with a listed boilerplate string of this many words is a
-# disclaimer block ("Disclaimer: The views expressed ... The author has made ...")
+# disclaimer block (a listed "Disclaimer: ..." sentence, then more of the same)
 BLOCK_WORDS = 5
 _SPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+")
@@ -143,6 +144,7 @@ class Data:
 
 
 def directory(shared: Path = SHARED) -> Path:
+    """Where the real copies live under ``shared``."""
     return shared / "realcopies"
 
 
@@ -279,7 +281,7 @@ def glue_mode(line: Line, items: tuple[Item, ...]) -> str:
         if at is None:  # the line spans paragraphs
             at = next(n for n, p in enumerate(paragraphs) if p in wanted)
         rest = normalize(paragraphs[at].replace(wanted, " "))
-        if paragraphs[at].startswith(wanted) and is_prose(rest) and at <= prose[0]:
+        if paragraphs[at].startswith(wanted) and is_prose(rest) and prose and at <= prose[0]:
             return "prefix"
         if paragraphs[at].endswith(wanted) and not paragraphs[at].startswith(wanted) and is_prose(rest):
             return "suffix"
@@ -316,20 +318,16 @@ def hosts(line: Line, items: tuple[Item, ...], count: int = HOSTS_PER_LINE) -> l
     return sorted(pool, key=lambda i: hashlib.sha1(f"{line.text}\t{i.id}".encode()).hexdigest())[:count]
 
 
+def entry_for(item: Item, paragraphs: list[str]) -> Entry:
+    """A feed entry of ``item`` whose full content is ``paragraphs`` as HTML."""
+    return Entry(guid=item.url, url=item.url, title=item.title, author=None,
+                 published_at=datetime(2025, 1, 1, tzinfo=timezone.utc), updated_at=None,
+                 content_html=to_html(paragraphs), content_kind="content")
+
+
 def run_text(item: Item, paragraphs: list[str]) -> Document:
     """``paragraphs`` as the content of a feed entry of ``item``, through extract and clean."""
-    entry = Entry(guid=item.url, url=item.url, title=item.title, author=None,
-                  published_at=datetime(2025, 1, 1, tzinfo=timezone.utc), updated_at=None,
-                  content_html=to_html(paragraphs), content_kind="content")
-    return clean(extract(entry, None, _CONFIG), _RULES)
-
-
-def extracted_only(item: Item, paragraphs: list[str]) -> Document:
-    """As ``run_text`` without the cleaning: what extraction alone keeps."""
-    entry = Entry(guid=item.url, url=item.url, title=item.title, author=None,
-                  published_at=datetime(2025, 1, 1, tzinfo=timezone.utc), updated_at=None,
-                  content_html=to_html(paragraphs), content_kind="content")
-    return extract(entry, None, _CONFIG)
+    return clean(extract(entry_for(item, paragraphs), None, _CONFIG), _RULES)
 
 
 def without_listed(text: str, data: Data) -> str:
