@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Callable, Iterable
@@ -65,21 +65,25 @@ class Rule:
     # lower-case words one of which every text the pattern matches holds: a cheap test
     # first, so that the regex (an unanchored search) runs only on paragraphs that have one
     needs: tuple[str, ...] = ()
+    # the regex call that claims a paragraph: fullmatch (whole rules, full edge rules) or match
+    test: Callable[[str], re.Match[str] | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        whole = self.scope == "whole" or self.full
+        object.__setattr__(self, "test", self.regex.fullmatch if whole else self.regex.match)
 
     def matches(self, paragraph: str, lowered: str | None = None) -> bool:
         """Does this (whole or edge) rule claim the whole paragraph? (``lowered``: paragraph.lower())"""
         if len(paragraph) > self.max_chars or not self.may_match(paragraph, lowered):
             return False
-        if self.scope == "whole" or self.full:
-            return self.regex.fullmatch(paragraph) is not None
-        return self.regex.match(paragraph) is not None
+        return self.test(paragraph) is not None
 
     def may_match(self, text: str, lowered: str | None = None) -> bool:
         """Does ``text`` hold one of the rule's ``needs`` (or has it none)?"""
         if not self.needs:
             return True
         lowered = text.lower() if lowered is None else lowered
-        return any(word in lowered for word in self.needs)
+        return any(map(lowered.__contains__, self.needs))
 
     def works_at(self, position: str) -> bool:
         """Does this rule claim paragraphs in the ``position`` ("start"|"end") edge zone?"""
@@ -196,10 +200,15 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
         survivors.pop()
 
     # 5. edge zones: boilerplate paragraphs near either end, up to the article text
+    # (whole rules and learned paragraphs already passed over the paragraphs that no
+    # cut changed since step 2: in the zones only edge rules are tried on those)
+    settled = frozenset(survivors)
     end_rules = [r for r in rules.rules if r.works_at("end")]
     start_rules = [r for r in rules.rules if r.works_at("start")]
-    survivors, end_removed = _strip_edge(survivors[::-1], end_rules, learned, "end", EDGE_SLACK, _is_short)
-    survivors, start_removed = _strip_edge(survivors[::-1], start_rules, learned, "start", START_SLACK, _is_heading)
+    survivors, end_removed = _strip_edge(survivors[::-1], end_rules, learned, "end", EDGE_SLACK, _is_short, settled)
+    survivors, start_removed = _strip_edge(
+        survivors[::-1], start_rules, learned, "start", START_SLACK, _is_heading, settled
+    )
     removals += end_removed + start_removed
 
     # 6. credits opening the article's first paragraphs (up to the first sentence)
@@ -229,7 +238,7 @@ def strip_learned(text: str, learned: frozenset[str]) -> tuple[str, tuple[Remova
 
 def _strip_edge(
     paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int,
-    may_shield: Callable[[str], bool],
+    may_shield: Callable[[str], bool], settled: frozenset[tuple[int, str]] = frozenset(),
 ) -> tuple[list[tuple[int, str]], list[tuple[int, Removal]]]:
     """Remove claimed paragraphs from the front of ``paragraphs`` (one end of the text).
 
@@ -239,15 +248,21 @@ def _strip_edge(
     at the start a headline or a kicker must not shield the dateline and byline lines
     below it. The unclaimed paragraphs themselves stay; any other ends the zone
     (article prose). ``adjacent`` rules (line shapes) claim only before the first
-    unclaimed paragraph.
+    unclaimed paragraph. ``settled`` paragraphs were refused by the whole rules and the
+    learned keys already: only the others are tried on them.
     """
     kept: list[tuple[int, str]] = []
     removed: list[tuple[int, Removal]] = []
     used = 0
     loose = [r for r in rules if not r.adjacent]  # once an unclaimed paragraph stands between
     shapes = {r.name for r in rules if r.adjacent}
+    unsettled = {id(group): [r for r in group if r.scope != "whole"] for group in (rules, loose)}
     for at, (index, paragraph) in enumerate(paragraphs):
-        name = _claim(paragraph, loose if used else rules, learned)
+        group = loose if used else rules
+        if (index, paragraph) in settled:
+            name = _claim(paragraph, unsettled[id(group)], frozenset())
+        else:
+            name = _claim(paragraph, group, learned)
         if name:
             removed.append((index, Removal(name, paragraph, position)))
             continue
@@ -332,10 +347,12 @@ def _cut_openings(
 
 
 def _claim(paragraph: str, rules: list[Rule], learned: frozenset[str]) -> str | None:
-    lowered = paragraph.lower()
+    # Rule.matches, unrolled: this loop runs for every paragraph and rule (the hot path)
+    lowered, size = paragraph.lower(), len(paragraph)
     for rule in rules:
-        if rule.matches(paragraph, lowered):
-            return rule.name
+        if size <= rule.max_chars and (not rule.needs or any(map(lowered.__contains__, rule.needs))):
+            if rule.test(paragraph) is not None:
+                return rule.name
     if learned and paragraph_key(paragraph) in learned:
         return "learned"
     return None
