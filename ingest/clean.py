@@ -1,17 +1,22 @@
 """Remove disclaimers and boilerplate from a Document, keeping what was removed.
 
-``clean(document, rules, learned) -> Document``. Rules work on whole paragraphs, so an
-article that quotes a disclaimer's words inside its own prose keeps them:
+``clean(document, rules, learned) -> Document``. Rules work on whole paragraphs by
+default, so an article that quotes a disclaimer's words inside its own prose keeps them:
 
-- ``whole`` rules match an entire paragraph (a cookie banner, an "Also read: ..." line)
+- ``whole`` rules match an entire paragraph (a cookie banner, a comment form's notice)
   and remove it wherever it stands;
 - ``edge`` rules match from a paragraph's start and remove it only while it is part of
-  the leading or trailing run of boilerplate (a disclaimer, a byline, a wire credit);
+  the leading or trailing run of boilerplate (a disclaimer, a byline, a wire credit).
+  ``adjacent`` edge rules describe line shapes (a short line that is not a sentence)
+  and claim only in the unbroken run at the very edge; a run of more than
+  ``MAX_SHAPE_RUN`` such lines, or one after a line ending in a colon, is the article's
+  own list and stays;
 - ``tail`` rules cut a trailing sentence glued to the last paragraph ("The post ...
   appeared first on ...");
 - ``suffix`` rules cut a credit closing ANY paragraph ("... the bank said. (AGENCY)",
-  a caption's "Photograph: X"), ``prefix`` rules one opening the article's first
-  paragraphs (an agency tag or a dateline's agency, "CITY (AGENCY) —");
+  a caption's "Photograph: X", an "Also read: ..." link), ``prefix`` rules an agency's
+  bare tag opening the article ("(AGENCY) The ..."; a dateline, "CITY (AGENCY) —", is
+  article text and stays);
 - per-source ``strip`` patterns from the config remove what they match in any paragraph;
 - learned paragraphs (recurring verbatim across a source's items) go wherever they stand.
 
