@@ -440,4 +440,10 @@ def measure(shared: Path, split: str) -> dict[str, float | int]:
     """Cleaning figures on the real copies under ``shared`` for ``split`` (tune|check|all)."""
     if split not in SPLITS + ("all",):
         raise ValueError(f"split must be tune, check or all, not {split!r}")
-    return score(runs(load(shared), split))
+    return dict(_measured(Path(shared), split))
+
+
+@lru_cache(maxsize=4)
+def _measured(shared: Path, split: str) -> tuple[tuple[str, float | int], ...]:
+    # a few seconds a split: callers in one process (two tests, a table) share one run
+    return tuple(score(runs(load(shared), split)).items())
