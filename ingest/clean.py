@@ -1,14 +1,22 @@
 """Remove disclaimers and boilerplate from a Document, keeping what was removed.
 
-``clean(document, rules, learned) -> Document``. Rules work on whole paragraphs, so an
-article that quotes a disclaimer's words inside its own prose keeps them:
+``clean(document, rules, learned) -> Document``. Rules work on whole paragraphs by
+default, so an article that quotes a disclaimer's words inside its own prose keeps them:
 
-- ``whole`` rules match an entire paragraph (a cookie banner, an "Also read: ..." line)
+- ``whole`` rules match an entire paragraph (a cookie banner, a comment form's notice)
   and remove it wherever it stands;
 - ``edge`` rules match from a paragraph's start and remove it only while it is part of
-  the leading or trailing run of boilerplate (a disclaimer, a byline, a wire credit);
+  the leading or trailing run of boilerplate (a disclaimer, a byline, a wire credit).
+  ``adjacent`` edge rules describe line shapes (a short line that is not a sentence)
+  and claim only in the unbroken run at the very edge; a run of more than
+  ``MAX_SHAPE_RUN`` such lines, or one after a line ending in a colon, is the article's
+  own list and stays;
 - ``tail`` rules cut a trailing sentence glued to the last paragraph ("The post ...
   appeared first on ...");
+- ``suffix`` rules cut a credit closing ANY paragraph ("... the bank said. (AGENCY)",
+  a caption's "Photograph: X", an "Also read: ..." link), ``prefix`` rules an agency's
+  bare tag opening the article ("(AGENCY) The ..."; a dateline, "CITY (AGENCY) —", is
+  article text and stays);
 - per-source ``strip`` patterns from the config remove what they match in any paragraph;
 - learned paragraphs (recurring verbatim across a source's items) go wherever they stand.
 
@@ -20,22 +28,32 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from ingest.errors import ConfigError
 from ingest.models import Document, Removal
 from ingest.text import normalize_words
 
-SCOPES = ("whole", "edge", "tail")
+SCOPES = ("whole", "edge", "tail", "suffix", "prefix")
+EDGES = ("both", "start", "end")
 # Edge zones (see _strip_edge): how many unclaimed short paragraphs may sit between a
 # boilerplate paragraph and the END of the text. Sites stack prompts and credits at the
 # end, and an unknown one is one line (< 200 chars in every fixture case). At the start
-# no slack: a short news lead is common there, and a disclosure after it is article text.
+# only lines that are not sentences (a headline, a kicker) may sit in between: a short
+# news lead is common there, and a disclosure after it is article text.
 EDGE_SLACK = 2
+START_SLACK = 2
 EDGE_SHORT_CHARS = 200
+# Line-shape rules (``adjacent``) claim at most this many lines at one end: related
+# headlines, credits and widgets stacked at an edge were at most 5 lines on the tune half
+# of the real copies; a longer run of short lines is the article's own list, table or
+# code, and stays (as does a run after a line ending in a colon).
+MAX_SHAPE_RUN = 6
+# a paragraph ends as a sentence: . ! ? (not an ellipsis), then closing quotes/brackets
+_ENDS_SENTENCE = re.compile(r"(?<!\.\.)[.!?][\"'”’»)\]]*\s*$")
 
 
 @dataclass(frozen=True)
@@ -47,14 +65,34 @@ class Rule:
     keeps: tuple[str, ...] = ()
     max_chars: int = 2000
     full: bool = False  # edge rules: the pattern must match the whole paragraph
+    edges: str = "both"  # edge rules: the zone(s) they work in, "start", "end" or "both"
+    adjacent: bool = False  # edge rules: only in the unbroken run at the very edge
+    # lower-case words one of which every text the pattern matches holds: a cheap test
+    # first, so that the regex (an unanchored search) runs only on paragraphs that have one
+    needs: tuple[str, ...] = ()
+    # the regex call that claims a paragraph: fullmatch (whole rules, full edge rules) or match
+    test: Callable[[str], re.Match[str] | None] = field(init=False, repr=False, compare=False)
 
-    def matches(self, paragraph: str) -> bool:
-        """Does this (whole or edge) rule claim the whole paragraph?"""
-        if len(paragraph) > self.max_chars:
+    def __post_init__(self) -> None:
+        whole = self.scope == "whole" or self.full
+        object.__setattr__(self, "test", self.regex.fullmatch if whole else self.regex.match)
+
+    def matches(self, paragraph: str, lowered: str | None = None) -> bool:
+        """Does this (whole or edge) rule claim the whole paragraph? (``lowered``: paragraph.lower())"""
+        if len(paragraph) > self.max_chars or not self.may_match(paragraph, lowered):
             return False
-        if self.scope == "whole" or self.full:
-            return self.regex.fullmatch(paragraph) is not None
-        return self.regex.match(paragraph) is not None
+        return self.test(paragraph) is not None
+
+    def may_match(self, text: str, lowered: str | None = None) -> bool:
+        """Does ``text`` hold one of the rule's ``needs`` (or has it none)?"""
+        if not self.needs:
+            return True
+        lowered = text.lower() if lowered is None else lowered
+        return any(map(lowered.__contains__, self.needs))
+
+    def works_at(self, position: str) -> bool:
+        """Does this rule claim paragraphs in the ``position`` ("start"|"end") edge zone?"""
+        return self.scope == "whole" or (self.scope == "edge" and self.edges in ("both", position))
 
 
 @dataclass(frozen=True)
@@ -77,6 +115,8 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
         try:
             if table["scope"] not in SCOPES:
                 raise ValueError(f"scope must be one of {SCOPES}")
+            if table.get("edges", "both") not in EDGES:
+                raise ValueError(f"edges must be one of {EDGES}")
             rules.append(
                 Rule(
                     name=table["name"],
@@ -86,6 +126,9 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
                     keeps=tuple(table.get("keeps", ())),
                     max_chars=int(table.get("max_chars", 2000)),
                     full=bool(table.get("full", False)),
+                    edges=table.get("edges", "both"),
+                    adjacent=bool(table.get("adjacent", False)),
+                    needs=tuple(word.lower() for word in table.get("needs", ())),
                 )
             )
         except (KeyError, ValueError, re.error) as exc:
@@ -95,9 +138,17 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
 
 @lru_cache(maxsize=1)
 def builtin_rules() -> tuple[Rule, ...]:
-    """The rules shipped in ingest/rules/builtin.toml."""
-    text = resources.files("ingest").joinpath("rules/builtin.toml").read_text(encoding="utf-8")
-    return load_rules(text, "ingest/rules/builtin.toml")
+    """The rules shipped in ingest/rules/*.toml (one file a class of boilerplate), sorted by name."""
+    folder = resources.files("ingest").joinpath("rules")
+    rules = [
+        rule
+        for path in sorted((p for p in folder.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
+        for rule in load_rules(path.read_text(encoding="utf-8"), f"ingest/rules/{path.name}")
+    ]
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"ingest/rules: rule names used twice: {sorted({n for n in names if names.count(n) > 1})}")
+    return tuple(sorted(rules, key=lambda r: r.name))
 
 
 def ruleset(builtin: bool, source_patterns: Iterable[str] = ()) -> RuleSet:
@@ -133,7 +184,13 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
         else:
             survivors.append((index, paragraph))
 
-    # 3. tail sentences glued to the last paragraph
+    # 3. credits closing any paragraph: only the credit goes (a paragraph that was
+    # nothing else goes whole)
+    suffixes = [r for r in rules.rules if r.scope == "suffix"]
+    if suffixes:
+        survivors = _cut_ends(survivors, suffixes, removals)
+
+    # 4. tail sentences glued to the last paragraph
     tails = [r for r in rules.rules if r.scope == "tail"]
     while survivors and tails:
         index, last = survivors[-1]
@@ -147,11 +204,22 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
             break
         survivors.pop()
 
-    # 4. edge zones: boilerplate paragraphs near either end, up to the article text
-    edge = [r for r in rules.rules if r.scope in ("edge", "whole")]
-    survivors, end_removed = _strip_edge(survivors[::-1], edge, learned, "end", EDGE_SLACK)
-    survivors, start_removed = _strip_edge(survivors[::-1], edge, learned, "start", 0)
+    # 5. edge zones: boilerplate paragraphs near either end, up to the article text
+    # (whole rules and learned paragraphs already passed over the paragraphs that no
+    # cut changed since step 2: in the zones only edge rules are tried on those)
+    settled = frozenset(survivors)
+    end_rules = [r for r in rules.rules if r.works_at("end")]
+    start_rules = [r for r in rules.rules if r.works_at("start")]
+    survivors, end_removed = _strip_edge(survivors[::-1], end_rules, learned, "end", EDGE_SLACK, _is_short, settled)
+    survivors, start_removed = _strip_edge(
+        survivors[::-1], start_rules, learned, "start", START_SLACK, _is_heading, settled
+    )
     removals += end_removed + start_removed
+
+    # 6. credits opening the article's first paragraphs (up to the first sentence)
+    prefixes = [r for r in rules.rules if r.scope == "prefix"]
+    if prefixes:
+        survivors = _cut_openings(survivors, prefixes, removals)
 
     if not survivors:  # never clean an article down to nothing: keep the input
         return replace(document, notes=document.notes + ("cleaning would remove every paragraph: kept as is",))
@@ -174,35 +242,122 @@ def strip_learned(text: str, learned: frozenset[str]) -> tuple[str, tuple[Remova
 
 
 def _strip_edge(
-    paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int
+    paragraphs: list[tuple[int, str]], rules: list[Rule], learned: frozenset[str], position: str, slack: int,
+    may_shield: Callable[[str], bool], settled: frozenset[tuple[int, str]] = frozenset(),
 ) -> tuple[list[tuple[int, str]], list[tuple[int, Removal]]]:
     """Remove claimed paragraphs from the front of ``paragraphs`` (one end of the text).
 
-    Up to ``slack`` short unclaimed paragraphs may stand between a claimed one and the
-    end: a site glues several prompts on, and one that no rule knows ("Follow X on
-    Y", a trust-principles link) must not shield a disclaimer behind it. The
-    unclaimed paragraphs themselves stay; a long one ends the zone (article prose).
+    Up to ``slack`` unclaimed paragraphs that ``may_shield`` accepts may stand between a
+    claimed one and the end: a site glues several prompts on, and one that no rule knows
+    ("Follow X on Y", a trust-principles link) must not shield a disclaimer behind it;
+    at the start a headline or a kicker must not shield the dateline and byline lines
+    below it. The unclaimed paragraphs themselves stay; any other ends the zone
+    (article prose). ``adjacent`` rules (line shapes) claim only before the first
+    unclaimed paragraph. ``settled`` paragraphs were refused by the whole rules and the
+    learned keys already: only the others are tried on them.
     """
     kept: list[tuple[int, str]] = []
     removed: list[tuple[int, Removal]] = []
     used = 0
+    loose = [r for r in rules if not r.adjacent]  # once an unclaimed paragraph stands between
+    shapes = {r.name for r in rules if r.adjacent}
+    unsettled = {id(group): [r for r in group if r.scope != "whole"] for group in (rules, loose)}
     for at, (index, paragraph) in enumerate(paragraphs):
-        name = _claim(paragraph, rules, learned)
+        group = loose if used else rules
+        if (index, paragraph) in settled:
+            name = _claim(paragraph, unsettled[id(group)], frozenset())
+        else:
+            name = _claim(paragraph, group, learned)
         if name:
             removed.append((index, Removal(name, paragraph, position)))
             continue
-        if len(paragraph) > EDGE_SHORT_CHARS or used >= slack:
+        if not may_shield(paragraph) or used >= slack:
             kept += paragraphs[at:]
             break
         used += 1
         kept.append((index, paragraph))
+    if _is_list(paragraphs, [index for index, r in removed if r.rule in shapes]):  # not chrome: put it back
+        back = [(index, r.text) for index, r in removed if r.rule in shapes]
+        removed = [(index, r) for index, r in removed if r.rule not in shapes]
+        kept = sorted(kept + back, key=lambda item: item[0], reverse=position == "end")
     return kept, removed
 
 
+def _is_list(paragraphs: list[tuple[int, str]], claimed: list[int]) -> bool:
+    """Are the lines that shape rules claimed at one end the article's own list?
+
+    More than ``MAX_SHAPE_RUN`` of them, or a run introduced by a line ending in a
+    colon ("The routes affected are:").
+    """
+    if not claimed:
+        return False
+    if len(claimed) > MAX_SHAPE_RUN:
+        return True
+    first = min(claimed)
+    before = max(((index, text) for index, text in paragraphs if index < first), default=None)
+    return before is not None and before[1].rstrip().endswith(":")
+
+
+def _is_short(paragraph: str) -> bool:
+    return len(paragraph) <= EDGE_SHORT_CHARS
+
+
+def _is_heading(paragraph: str) -> bool:
+    """A short line that is not a sentence (a headline, a kicker, a section name)."""
+    return len(paragraph) <= EDGE_SHORT_CHARS and _ENDS_SENTENCE.search(paragraph) is None
+
+
+def _cut_ends(
+    paragraphs: list[tuple[int, str]], rules: list[Rule], removals: list[tuple[int, Removal]]
+) -> list[tuple[int, str]]:
+    """``paragraphs`` with the credits that close them cut off (``suffix`` rules)."""
+    out = []
+    for index, paragraph in paragraphs:
+        while paragraph:
+            lowered, starts = paragraph.lower(), _sentence_starts(paragraph)
+            match, rule = next(
+                ((m, r) for r in rules
+                 if r.may_match(paragraph, lowered) and (m := _last_match(r.regex, paragraph, r.max_chars, starts))),
+                (None, None),
+            )
+            if match is None or rule is None:
+                break
+            removals.append((index, Removal(rule.name, match.group().strip(), "inline" if match.start() else "whole")))
+            paragraph = paragraph[: match.start()].rstrip()
+        if paragraph:
+            out.append((index, paragraph))
+    return out
+
+
+def _cut_openings(
+    paragraphs: list[tuple[int, str]], rules: list[Rule], removals: list[tuple[int, Removal]]
+) -> list[tuple[int, str]]:
+    """``paragraphs`` with credits cut from the start of the first ones (``prefix`` rules).
+
+    Only paragraphs up to the first that ends as a sentence (the lead): a headline
+    above it may carry the credit too, an agency tag further down is the article's.
+    A cut that would leave nothing is not made.
+    """
+    out = list(paragraphs)
+    for at, (index, paragraph) in enumerate(out):
+        for rule in rules:
+            match = rule.regex.match(paragraph)
+            if match and match.group().strip() and paragraph[match.end():].strip():
+                removals.append((index, Removal(rule.name, match.group().strip(), "inline")))
+                paragraph = paragraph[match.end():].lstrip()
+        out[at] = (index, paragraph)
+        if _ENDS_SENTENCE.search(paragraph):
+            break
+    return out
+
+
 def _claim(paragraph: str, rules: list[Rule], learned: frozenset[str]) -> str | None:
+    # Rule.matches, unrolled: this loop runs for every paragraph and rule (the hot path)
+    lowered, size = paragraph.lower(), len(paragraph)
     for rule in rules:
-        if rule.matches(paragraph):
-            return rule.name
+        if size <= rule.max_chars and (not rule.needs or any(map(lowered.__contains__, rule.needs))):
+            if rule.test(paragraph) is not None:
+                return rule.name
     if learned and paragraph_key(paragraph) in learned:
         return "learned"
     return None
@@ -215,18 +370,30 @@ def _cut(pattern: re.Pattern[str], paragraph: str) -> tuple[str, list[str]]:
     return pattern.sub("", paragraph), removed
 
 
-def _last_match(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
-    """A match of ``regex`` that ends the text and starts a sentence (or the paragraph)."""
-    for start in _sentence_starts(text):
+def _last_match(
+    regex: re.Pattern[str], text: str, longest: int | None = None, starts: list[int] | None = None
+) -> re.Match[str] | None:
+    """A match of ``regex`` that ends the text and starts a sentence (or the paragraph).
+
+    With ``longest``, only the last ``longest`` characters are tried (a credit is short:
+    a long paragraph costs no more than a short one). ``starts``: the text's sentence
+    starts, when the caller has them.
+    """
+    earliest = 0 if longest is None else len(text) - longest
+    for start in _sentence_starts(text) if starts is None else starts:
+        if start < earliest:
+            continue
         match = regex.fullmatch(text, start)
         if match:
             return match
     return None
 
 
+_SENTENCE_BREAK = re.compile(r"[.!?…»\"”)]\s+")
+
+
 def _sentence_starts(text: str) -> list[int]:
-    starts = [0] + [m.end() for m in re.finditer(r"[.!?…»\"”)]\s+", text)]
-    return starts
+    return [0] + [m.end() for m in _SENTENCE_BREAK.finditer(text)]
 
 
 # ---------------------------------------------------------------------------- learned boilerplate
@@ -276,3 +443,4 @@ def _weighted_jaccard(a: Mapping[str, int], b: Mapping[str, int]) -> float:
     if union == 0:
         return 1.0  # two items that are nothing but this paragraph: one text
     return sum(c for k, c in a.items() if k in b) / union
+

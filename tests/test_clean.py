@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from bench.clean_quality import load_cases, run_case, score
 from ingest.clean import (
     EDGE_SHORT_CHARS,
+    MAX_SHAPE_RUN,
     RuleSet,
     builtin_rules,
     clean,
@@ -17,6 +20,7 @@ from ingest.clean import (
     paragraph_key,
     ruleset,
 )
+from tests import realdata
 from ingest.config import ExtractConfig, from_dict
 from ingest.errors import ConfigError
 from ingest.extract import extract
@@ -49,17 +53,32 @@ def test_rules_are_sorted_named_and_have_examples() -> None:
     assert len(RULES) >= 15
 
 
+def placed(rule, text: str) -> Document:
+    """``text`` where ``rule`` works: opening the article (prefix rules) or after it."""
+    return doc(text, *ARTICLE) if rule.scope == "prefix" else doc(*ARTICLE, text)
+
+
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
 def test_rule_matches_its_example_and_not_its_keeps(rule) -> None:
     """Every example is removed by its rule alone; every `keeps` text survives it."""
     only = RuleSet((rule,))
-    cleaned = clean(doc(*ARTICLE, rule.example), only)
+    cleaned = clean(placed(rule, rule.example), only)
     assert [r.rule for r in cleaned.removals] == [rule.name]
     assert cleaned.removals[0].text.strip() in rule.example
     for keep in rule.keeps:
-        kept = clean(doc(*ARTICLE, keep), only)
+        kept = clean(placed(rule, keep), only)
         assert keep in kept.paragraphs, f"{rule.name} removed a text it must keep"
         assert kept.removals == ()
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES if r.scope == "suffix"], ids=lambda r: r.name)
+def test_suffix_rule_cuts_its_example_off_any_paragraph(rule) -> None:
+    """A credit run into a paragraph (first, middle or last) goes; the paragraph's prose stays."""
+    for at in range(len(ARTICLE)):
+        glued = ARTICLE[:at] + [f"{ARTICLE[at]} {rule.example}"] + ARTICLE[at + 1:]
+        cleaned = clean(doc(*glued), RuleSet((rule,)))
+        assert cleaned.paragraphs == ARTICLE, (rule.name, at)
+        assert [(r.rule, r.position, r.text) for r in cleaned.removals] == [(rule.name, "inline", rule.example.strip())]
 
 
 @pytest.mark.parametrize("phenomenon,text", [
@@ -90,6 +109,65 @@ def test_load_rules_rejects_a_bad_scope_and_bad_regex() -> None:
         load_rules('[[rule]]\nname = "x"\nscope = "middle"\npattern = "a"\n')
     with pytest.raises(ConfigError, match="rule 0:"):
         load_rules('[[rule]]\nname = "x"\nscope = "whole"\npattern = "(a"\n')
+    with pytest.raises(ConfigError, match="rule 0: edges must be one of"):
+        load_rules('[[rule]]\nname = "x"\nscope = "edge"\nedges = "middle"\npattern = "a"\n')
+
+
+def test_every_rule_file_is_loaded_and_names_are_unique() -> None:
+    """builtin_rules reads every ingest/rules/*.toml; a name used twice would make removals ambiguous."""
+    folder = ROOT / "ingest" / "rules"
+    names = [t["name"] for f in sorted(folder.glob("*.toml")) for t in tomllib.loads(f.read_text(encoding="utf-8"))["rule"]]
+    assert sorted(names) == [r.name for r in RULES]
+    assert {r.scope for r in RULES} == {"whole", "edge", "tail", "suffix", "prefix"}
+
+
+def test_needs_prefilter_never_hides_a_match() -> None:
+    """A rule's ``needs`` only skips work: every text its pattern matches holds one of them."""
+    texts = [t for _, t in line_cases("boilerplate.toml") + line_cases("prose.toml")]
+    texts += [t for r in RULES for t in (r.example, *r.keeps)]
+    texts += [p for case in CASES for p in run_case(case).document.paragraphs]
+    for rule in (r for r in RULES if r.needs):
+        for text in texts:
+            found = rule.regex.fullmatch(text) if rule.scope in ("whole", "suffix") or rule.full else rule.regex.match(text)
+            assert not found or rule.may_match(text), (rule.name, text)
+
+
+# ---------------------------------------------------------------- classes of boilerplate (fixtures/clean/lines)
+
+LINES = ROOT / "fixtures" / "clean" / "lines"
+
+
+def glued(at: str, text: str) -> list[str]:
+    """ARTICLE with ``text`` where ``at`` says: its own paragraph (start, middle, end) or run in."""
+    if at == "start":
+        return [text, *ARTICLE]
+    if at == "middle":
+        return [ARTICLE[0], text, *ARTICLE[1:]]
+    if at == "end":
+        return [*ARTICLE, text]
+    if at == "suffix":
+        return [ARTICLE[0], f"{ARTICLE[1]} {text}", ARTICLE[2]]
+    if at == "prefix":
+        return [f"{text} {ARTICLE[0]}", *ARTICLE[1:]]
+    raise ValueError(at)
+
+
+def line_cases(name: str) -> list[tuple[str, str]]:
+    return [(row["at"], row["text"]) for row in tomllib.loads((LINES / name).read_text(encoding="utf-8"))["line"]]
+
+
+@pytest.mark.parametrize("at,text", line_cases("boilerplate.toml"), ids=lambda v: v[:40] if len(v) > 8 else v)
+def test_boilerplate_of_every_class_is_removed_wherever_sites_put_it(at: str, text: str) -> None:
+    """Reworded boilerplate of each class goes, and the article comes back whole."""
+    cleaned = clean(doc(*glued(at, text)), BUILTIN)
+    assert cleaned.paragraphs == ARTICLE, [r.rule for r in cleaned.removals]
+
+
+@pytest.mark.parametrize("at,text", line_cases("prose.toml"), ids=lambda v: v[:40] if len(v) > 8 else v)
+def test_article_lines_that_look_like_boilerplate_stay(at: str, text: str) -> None:
+    """Short closing lines, sentences opening with a prompt's words, subheadings: all stay."""
+    cleaned = clean(doc(*glued(at, text)), BUILTIN)
+    assert text in cleaned.paragraphs and cleaned.removals == (), [(r.rule, r.text) for r in cleaned.removals]
 
 
 # ---------------------------------------------------------------- scopes
@@ -114,10 +192,10 @@ def test_edge_rule_in_the_middle_of_the_article_is_not_applied() -> None:
 
 def test_disclaimer_behind_an_unknown_short_prompt_is_still_removed() -> None:
     unknown = "Tap the bell icon for alerts."  # no rule knows it; it must not shield the disclaimer
-    disclaimer = "(This story has not been edited by Newsdesk24 staff and is auto-generated from a syndicated feed.)"
+    disclaimer = "Disclaimer: the author owns shares in two of the companies named in this article."
     cleaned = clean(doc(*ARTICLE, disclaimer, unknown), BUILTIN)
     assert cleaned.paragraphs == ARTICLE + [unknown]
-    assert [(r.rule, r.position) for r in cleaned.removals] == [("not-edited-auto-generated", "end")]
+    assert [(r.rule, r.position) for r in cleaned.removals] == [("disclaimer-prefixed", "end")]
 
 
 def test_a_long_paragraph_ends_the_edge_zone() -> None:
@@ -139,7 +217,7 @@ def test_removals_are_in_document_order() -> None:
     cleaned = clean(doc("By JANE DOE, Reuters", ARTICLE[0], "Also Read: Roads plan explained", *ARTICLE[1:],
                         "(Reporting by Jane Doe; Editing by Ed Osmond)", "Share this article"), BUILTIN)
     assert [(r.position, r.rule) for r in cleaned.removals] == [
-        ("start", "byline-line"), ("whole", "also-read"), ("end", "wire-credit"), ("whole", "share-prompt"),
+        ("start", "byline-line"), ("whole", "also-read"), ("whole", "wire-credit"), ("whole", "share-prompt"),
     ]
     assert cleaned.paragraphs == ARTICLE
 
@@ -149,6 +227,73 @@ def test_never_cleans_an_article_down_to_nothing() -> None:
     cleaned = clean(only_boilerplate, BUILTIN)
     assert cleaned.text == only_boilerplate.text
     assert cleaned.notes == ("cleaning would remove every paragraph: kept as is",)
+
+
+def test_credit_run_into_any_paragraph_is_cut_and_the_prose_stays() -> None:
+    caption = "Crews worked through the night to clear the road. Photograph: Harbour Times/Jane Doe"
+    last = ARTICLE[2] + " (AGENCY)"
+    cleaned = clean(doc(ARTICLE[0], caption, ARTICLE[1], last), BUILTIN)
+    assert cleaned.paragraphs == [ARTICLE[0], "Crews worked through the night to clear the road.", ARTICLE[1], ARTICLE[2]]
+    assert [(r.rule, r.position, r.text) for r in cleaned.removals] == [
+        ("photo-credit", "inline", "Photograph: Harbour Times/Jane Doe"), ("agency-tag", "inline", "(AGENCY)"),
+    ]
+
+
+def test_agency_tag_opening_the_lead_is_cut_but_a_dateline_stays() -> None:
+    cleaned = clean(doc("(AGENCY) " + ARTICLE[0], *ARTICLE[1:]), BUILTIN)
+    assert cleaned.paragraphs == ARTICLE
+    assert [(r.rule, r.position) for r in cleaned.removals] == [("agency-tag-opening", "inline")]
+    dateline = "RIDGEFORD, Mont. (AP) — " + ARTICLE[0]
+    assert clean(doc(dateline, *ARTICLE[1:]), BUILTIN).paragraphs[0] == dateline
+    # only the opening paragraphs: a tag opening a later paragraph is the article's
+    later = "(UN) observers arrived on Monday, officials said."
+    assert clean(doc(*ARTICLE, later, ARTICLE[0]), BUILTIN).paragraphs[3] == later
+
+
+def test_related_link_between_paragraphs_goes_and_a_short_article_paragraph_stays() -> None:
+    short = "Relief was felt all along the coast."
+    cleaned = clean(doc(ARTICLE[0], "Also Read | Ferry fares to rise in July", short, *ARTICLE[1:], short), BUILTIN)
+    assert cleaned.paragraphs == [ARTICLE[0], short, *ARTICLE[1:], short]
+    assert [r.rule for r in cleaned.removals] == ["also-read"]
+
+
+def test_line_shapes_claim_only_at_the_very_edge() -> None:
+    """A short non-sentence line goes at the end, not behind an unclaimed paragraph, not mid-text."""
+    related = "Ferry timetable changes from Monday as new terminal opens"
+    tail = "The council will vote again in June."
+    assert clean(doc(*ARTICLE, related), BUILTIN).paragraphs == ARTICLE
+    assert clean(doc(*ARTICLE, related, tail), BUILTIN).paragraphs == [*ARTICLE, related, tail]
+    assert clean(doc(ARTICLE[0], related, *ARTICLE[1:]), BUILTIN).paragraphs == [ARTICLE[0], related, *ARTICLE[1:]]
+    # at the start a headline stays, the lines of widgets around it go
+    headline = "Council approves road budget after long debate"
+    cleaned = clean(doc("Toggle Tabs", headline, "52 minutes ago", *ARTICLE), BUILTIN)
+    assert cleaned.paragraphs == [headline, *ARTICLE]
+
+
+def test_a_list_closing_the_article_stays() -> None:
+    """Short lines after a colon, or more than MAX_SHAPE_RUN of them, are the article's list."""
+    items = ["Harbour to Eastpoint", "Harbour to Northbay via the islands", "Westpoint night service"]
+    cleaned = clean(doc(*ARTICLE, "The routes affected are:", *items, "Share this article"), BUILTIN)
+    assert cleaned.paragraphs == [*ARTICLE, "The routes affected are:", *items]
+    many = [f"Route {n} to the outer islands" for n in range(MAX_SHAPE_RUN + 1)]
+    assert clean(doc(*ARTICLE, *many), BUILTIN).paragraphs == [*ARTICLE, *many]
+    code = ["x = compute(items)", "print(x)  # => 42"]
+    assert clean(doc(*ARTICLE, *code), BUILTIN).paragraphs == [*ARTICLE, *code]
+
+
+def test_cleaning_a_pathological_100_kb_text_is_fast() -> None:
+    """Rules are bounded (max_chars, no nested repeats): 100 KB of worst cases in well under a second."""
+    texts = [
+        "ABCD EFGH " * 10_000,  # capitals: name and initial patterns
+        "Jane Doe and John Smith, " * 4_000,  # names and roles: credit patterns
+        "\n\n".join(["Photo by Jane Doe, Agency (AB) —"] * 3_000),  # many short credit-like lines
+        "\n\n".join(["(AB) The council said. (CD) (EF/GH) Photo: X"] * 2_000),
+        ". " * 50_000,
+    ]
+    for text in texts:
+        started = time.perf_counter()
+        clean(Document(title="t", text=text), BUILTIN)
+        assert time.perf_counter() - started < 0.8, text[:30]
 
 
 # ---------------------------------------------------------------- the seed
@@ -282,3 +427,29 @@ def test_strip_learned_removes_learned_paragraphs_from_stored_text() -> None:
     assert [(r.rule, r.position, r.text) for r in removed] == [("learned", "whole", footer)]
     assert strip_learned(text, frozenset({paragraph_key("something else")})) == (text, ())
     assert strip_learned(footer, frozenset({paragraph_key(footer)})) == (footer, ())  # never down to nothing
+
+
+# ---------------------------------------------------------------- real copies (../shared/realcopies)
+
+needs_real_copies = pytest.mark.skipif(
+    not realdata.available(), reason=f"real copies not found at {realdata.directory()} (third-party data, not in the repo)"
+)
+
+
+@needs_real_copies
+def test_real_copies_check_split_keeps_the_article() -> None:
+    """Real articles, real disclaimers, the real stages: >= 99% of article sentences and paragraphs kept."""
+    figures = realdata.measure(realdata.SHARED, "check")
+    assert figures["sentences_total"] > 1000 and figures["paragraphs_total"] > 500
+    assert figures["sentence_keep_rate"] >= 0.99, figures
+    assert figures["paragraph_keep_rate"] >= 0.99, figures
+
+
+@needs_real_copies
+@pytest.mark.xfail(strict=True, reason="not met yet: the check split removes about 80% of real disclaimers, "
+                   "not 95% (tune: 97%); what is missed and why is in docs/cleaning.md")
+def test_real_copies_check_split_removes_the_disclaimers() -> None:
+    """The issue's bar on the check split: >= 95% of real disclaimers removed."""
+    figures = realdata.measure(realdata.SHARED, "check")
+    assert figures["disclaimers_total"] > 250
+    assert figures["removal_rate"] >= 0.95, figures

@@ -191,7 +191,7 @@ def _harbour_feed(stories) -> bytes:
     items = "".join(
         f"<item><title>{title}</title><link>https://harbour.example/{i}</link><guid>https://harbour.example/{i}</guid>"
         f"<pubDate>Tue, 0{i + 1} Apr 2025 08:00:00 GMT</pubDate>"
-        f"<content:encoded><![CDATA[<p>{a}</p><p>{b}</p><p>{_FOOTER}</p><p>[ref HT-{i}]</p>]]></content:encoded></item>"
+        f"<content:encoded><![CDATA[<p>{a}</p><p>{b} [ref HT-{i}]</p><p>{_FOOTER}</p>]]></content:encoded></item>"
         for i, (title, a, b) in enumerate(stories)
     )
     return (f'<?xml version="1.0"?><rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">'
@@ -238,7 +238,7 @@ def test_reprocess_applies_a_new_strip_pattern_to_stored_items(write_config, cli
     before = _jsonl(cli("items", "--json", "-c", str(config)).stdout)
     assert all("[ref HT-" in i["text"] for i in before)
 
-    text = config.read_text().replace('url = "' + str(feed) + '"', 'url = "' + str(feed) + '"\nstrip = ["^\\\\[ref HT-\\\\d+\\\\]$"]')
+    text = config.read_text().replace('url = "' + str(feed) + '"', 'url = "' + str(feed) + '"\nstrip = ["\\\\s*\\\\[ref HT-\\\\d+\\\\]"]')
     config.write_text(text)
     result = cli("reprocess", "--source", "harbour", "-c", str(config))
     assert result.returncode == 0, result.stderr

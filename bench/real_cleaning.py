@@ -1,0 +1,96 @@
+"""Cleaning on real data: real disclaimers on real articles, through the real stages.
+
+Reads ../shared/realcopies (never copied into the repository): each real boilerplate
+line of disclaimers.txt glued onto real corpus texts the way it stands on its own
+site's pages, plus the corpus items' own in-situ disclaimer strings, run through
+``ingest.extract.extract`` (a feed entry whose content is the article HTML) and
+``ingest.clean.clean`` with the built-in rules. Definitions (article sentence and
+paragraph, glue modes, when a line counts as removed) are in tests/realdata.py.
+
+Per split: disclaimers removed (glued and in situ), article sentences and paragraphs
+kept, and false removals (article paragraphs lost from texts with nothing glued on).
+Prints a table and writes bench/results/real_cleaning.json (figures only, no text).
+Tune rules on ``tune`` only; quote ``check``.
+
+    python -m bench.real_cleaning [--split check|tune|all] [--show-failures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tests import realdata
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "real_cleaning.json"
+
+
+def measure(shared: Path, split: str) -> dict[str, float | int]:
+    """Cleaning figures for ``split`` of the real copies under ``shared`` (see tests/realdata.py)."""
+    return realdata.measure(shared, split)
+
+
+def _show(found: list[realdata.Run]) -> None:
+    for run in found:
+        if run.kind != "bare" and not run.removed:
+            where = f"{run.item.site} ({run.mode or 'in situ'})"
+            print(f"  left      [{where}] {run.line[:110]!r}")
+    for run in found:
+        if run.kind in ("bare", "glued") and run.lost_paragraphs:
+            rules = sorted({r.rule for r in run.document.removals})
+            glued = f" +{run.line[:40]!r}" if run.line else ""
+            for paragraph in run.lost_paragraphs:
+                print(f"  lost      [{run.item.site}{glued}; {', '.join(rules)}] {paragraph[:110]!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("tune", "check", "all"), default=None,
+                        help="one split (default: tune and check, each on its own)")
+    parser.add_argument("--show-failures", action="store_true",
+                        help="print each disclaimer left in and each article paragraph lost")
+    parser.add_argument("--shared", type=Path, default=realdata.SHARED)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    if not realdata.available(args.shared):
+        print(f"real_cleaning: {realdata.directory(args.shared)} not found: nothing measured")
+        return 0
+    data = realdata.load(args.shared)
+    splits = (args.split,) if args.split else realdata.SPLITS
+    results: dict[str, dict[str, float | int]] = {}
+    print(f"{'split':<6} {'removed':>16} {'glued':>12} {'in situ':>10} {'sentences kept':>20}"
+          f" {'paragraphs kept':>20} {'shared kept':>18} {'false rem.':>10} {'s':>5}")
+    for split in splits:
+        started = time.perf_counter()
+        found = realdata.runs(data, split)
+        figures = realdata.score(found)
+        figures["seconds"] = round(time.perf_counter() - started, 2)
+        results[split] = figures
+        f = figures
+        print(f"{split:<6} {100 * f['removal_rate']:>6.2f}% {f['disclaimers_removed']:>4}/{f['disclaimers_total']:<4}"
+              f" {f['glued_removed']:>5}/{f['glued_total']:<5} {f['in_situ_removed']:>4}/{f['in_situ_total']:<4}"
+              f" {100 * f['sentence_keep_rate']:>7.2f}% {f['sentences_kept']:>5}/{f['sentences_total']:<5}"
+              f" {100 * f['paragraph_keep_rate']:>7.2f}% {f['paragraphs_kept']:>5}/{f['paragraphs_total']:<5}"
+              f" {100 * f['shared_sentence_keep_rate']:>7.2f}% {f['shared_sentences_kept']:>4}/{f['shared_sentences_total']:<4}"
+              f" {f['false_removals']:>10} {f['seconds']:>5.1f}")
+        if args.show_failures:
+            _show(found)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}",
+        "hosts_per_line": realdata.HOSTS_PER_LINE, "min_sentence_words": realdata.MIN_SENTENCE_WORDS,
+        "splits": results,
+    }, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
