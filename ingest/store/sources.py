@@ -107,13 +107,6 @@ def has_source(db: Database, name: str) -> bool:
         return conn.execute(select(t.sources.c.id).where(t.sources.c.name == name)).first() is not None
 
 
-def record_poll(db: Database, source_id: int, poll: PollRecord) -> None:
-    """Keep the outcome of one poll of a source this worker holds no lease on (``leases.complete`` with none)."""
-    from ingest.store.leases import complete
-
-    complete(db, None, source_id, poll, clock=lambda: poll.at)
-
-
 def poll_values(poll: PollRecord, now: datetime) -> dict[str, Any]:
     """The source columns one poll sets: validators on success, error counts on failure; times from ``now``."""
     values: dict[str, Any] = {

@@ -122,7 +122,7 @@ class Store:
 
     def record_poll(self, source_id: int, poll: PollRecord) -> None:
         """Keep the outcome of one poll: validators on success, error counts on failure."""
-        sources.record_poll(self.db, source_id, poll)
+        leases.complete(self.db, None, source_id, poll, clock=lambda: poll.at)
 
     # ------------------------------------------------------------------ leases (see leases.py)
 
