@@ -34,7 +34,7 @@ SECTION_NOTES = {
     "store": (
         "Where items, clusters and the index live: one SQLite file by default (WAL), or "
         "PostgreSQL through psycopg 3 when several processes share one store. Read at start: "
-        "a reload (SIGHUP) keeps the running value. See [the daemon](daemon.md#postgresql) and "
+        "a reload (SIGHUP) keeps the running value. See [several daemons](daemon.md#several-daemons-on-one-postgresql-store) and "
         "[retention](feeds.md#retention)."
     ),
     "fetch": (
