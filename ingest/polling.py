@@ -1,4 +1,4 @@
-"""When to poll a source next: interval, feed hints, error backoff, the daemon's timing. Pure.
+"""When to poll a source next: interval, feed hints, error backoff, jitter. Pure.
 
 Everything here takes the time as an argument (and a seeded ``random.Random`` for
 jitter), so tests use a fixed clock.
@@ -7,24 +7,13 @@ jitter), so tests use a fixed clock.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 from ingest.config import FetchConfig
 from ingest.models import SourceState
 
 # Spread of the backoff delay, so sources that failed together do not retry together.
 JITTER = 0.2
-# First polls after a start are spread over the interval, but over no more than this:
-# a daemon restarted after a day away should not wait a day for its daily feeds.
-SPREAD_MAX = 300.0
-# A source is overdue when its poll is this late (at least; or one interval if longer).
-OVERDUE_GRACE = 60.0
-
-
-def next_poll(now: datetime, interval: float, cfg: FetchConfig, **hints: Any) -> datetime:
-    """The next poll time after a poll at ``now`` (``next_delay`` after it)."""
-    return now + timedelta(seconds=next_delay(interval, cfg, **hints))
 
 
 def next_delay(
@@ -73,35 +62,3 @@ def is_due(state: SourceState, now: datetime) -> bool:
     if state.disabled_reason:
         return False
     return state.next_poll_at is None or state.next_poll_at <= now
-
-
-def next_run(
-    state: SourceState | None,
-    interval: float,
-    now: datetime,
-    *,
-    jitter: float = 0.0,
-    rng: random.Random | None = None,
-    spread: bool = False,
-) -> datetime | None:
-    """When the job of a source should run next; None when it must not run (disabled).
-
-    The store's ``next_poll_at`` wins when it is in the future (backoff, Retry-After,
-    ttl); a source that is due (or never polled) runs now, or at a random point of
-    ``min(interval, SPREAD_MAX)`` when ``spread`` (first polls after a start). Then a
-    random delay of up to ``jitter`` x interval so sources drift apart.
-    """
-    rng = rng or random.Random()
-    if state is not None and state.disabled_reason:
-        return None
-    due = state.next_poll_at if state is not None else None
-    if due is not None and due > now:
-        base = due
-    else:
-        base = now + timedelta(seconds=rng.uniform(0.0, min(interval, SPREAD_MAX)) if spread else 0.0)
-    return base + timedelta(seconds=rng.uniform(0.0, jitter * interval))
-
-
-def is_overdue(due: datetime | None, interval: float, now: datetime) -> bool:
-    """True when a poll due at ``due`` is later than max(interval, OVERDUE_GRACE)."""
-    return due is not None and (now - due).total_seconds() > max(interval, OVERDUE_GRACE)

@@ -1,4 +1,4 @@
-"""polling: next_poll, is_due, next_run, is_overdue; pure, with a fixed clock and a seeded rng."""
+"""polling: next_delay and is_due; pure, with a fixed clock and a seeded rng."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from ingest.config import FetchConfig
 from ingest.models import SourceState
-from ingest.polling import JITTER, OVERDUE_GRACE, SPREAD_MAX, is_due, is_overdue, next_poll, next_run
+from ingest.polling import JITTER, is_due, next_delay
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 CFG = FetchConfig(backoff_base=60, backoff_max=3600, max_interval=7200)
@@ -23,7 +23,7 @@ def delay(**kwargs) -> float:
     kwargs.setdefault("rng", random.Random(7))
     interval = kwargs.pop("interval", 900)
     cfg = kwargs.pop("cfg", CFG)
-    return (next_poll(NOW, interval, cfg, **kwargs) - NOW).total_seconds()
+    return next_delay(interval, cfg, **kwargs)
 
 
 def test_success_waits_the_interval():
@@ -92,50 +92,3 @@ def test_is_due():
     later = state(next_poll_at=NOW + timedelta(seconds=1))
     assert not is_due(later, NOW) and is_due(later, NOW + timedelta(seconds=1))
     assert not is_due(state(disabled_reason="fetch: HTTP 410 Gone"), NOW)
-
-
-# ---------------------------------------------------------------------------- next_run and is_overdue (the daemon's timing)
-
-
-def test_next_run_waits_for_the_stores_next_poll_at() -> None:
-    later = NOW + timedelta(hours=2)  # e.g. backoff or Retry-After recorded by the last poll
-    assert next_run(state(next_poll_at=later), 60, NOW, jitter=0.0) == later
-
-
-def test_next_run_of_a_due_source_is_now_plus_jitter_only() -> None:
-    rng = random.Random(1)
-    for _ in range(100):
-        when = next_run(state(next_poll_at=NOW - timedelta(hours=1)), 100, NOW, jitter=0.1, rng=rng)
-        assert NOW <= when <= NOW + timedelta(seconds=10)
-
-
-def test_first_runs_spread_over_the_interval() -> None:
-    rng = random.Random(2)
-    times = [next_run(state(), 120, NOW, rng=rng, spread=True) for _ in range(200)]
-    offsets = sorted((t - NOW).total_seconds() for t in times)
-    assert 0 <= offsets[0] and offsets[-1] <= 120
-    assert offsets[-1] - offsets[0] > 100  # spread, not all at once
-    assert sum(1 for o in offsets if o < 60) in range(70, 131)  # roughly uniform
-
-
-def test_spread_is_capped_for_long_intervals() -> None:
-    rng = random.Random(3)
-    times = [next_run(None, 86400, NOW, rng=rng, spread=True) for _ in range(100)]
-    assert max((t - NOW).total_seconds() for t in times) <= SPREAD_MAX
-
-
-def test_spread_does_not_pull_a_future_poll_forward() -> None:
-    later = NOW + timedelta(minutes=30)
-    assert next_run(state(next_poll_at=later), 60, NOW, spread=True) == later
-
-
-def test_disabled_source_is_not_scheduled() -> None:
-    assert next_run(state(disabled_reason="HTTP 410 Gone"), 60, NOW) is None
-
-
-def test_is_overdue() -> None:
-    assert not is_overdue(None, 60, NOW)
-    assert not is_overdue(NOW - timedelta(seconds=OVERDUE_GRACE - 1), 1, NOW)
-    assert is_overdue(NOW - timedelta(seconds=OVERDUE_GRACE + 1), 1, NOW)
-    assert not is_overdue(NOW - timedelta(seconds=500), 900, NOW)  # within one (long) interval
-    assert is_overdue(NOW - timedelta(seconds=901), 900, NOW)
