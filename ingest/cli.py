@@ -226,6 +226,7 @@ def _chosen_sources(config: Config, names: list[str] | None) -> list[SourceConfi
 
 def cmd_once(config: Config, args: argparse.Namespace) -> int:
     from ingest.fetch import Fetcher
+    from ingest.logs import set_worker
     from ingest.pipeline import Deps
     from ingest.progress import Progress
     from ingest.worker import run_once, worker_name
@@ -233,6 +234,7 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
     sources = _chosen_sources(config, args.source)
     enabled = [s for s in sources if s.enabled]
     owner = worker_name(config, "once")
+    set_worker(owner)
     with open_store(config) as store:
         # a fleet sharing the store must run one source list: this run's is checked too
         store.agree_sources(config.sources, owner, live_within=config.daemon.lease * 3,

@@ -45,6 +45,7 @@ from ingest import dedup, pool
 from ingest.config import Config, SourceConfig, load
 from ingest.errors import ConfigError, StoreError, StoreLocked
 from ingest.fetch import Fetcher
+from ingest.logs import set_worker
 from ingest.metrics import Metrics
 from ingest.models import SourceReport
 from ingest.pipeline import Deps, canonical_policy, utcnow
@@ -118,8 +119,8 @@ class Daemon:
     ) -> None:
         self._config = config
         self.store = store
-        self.metrics = Metrics()
         self.owner = worker_name(config)
+        self.metrics = Metrics(self.owner)
         self.started_at = utcnow()
         self._replace_sources = replace_sources
         self._stopping = threading.Event()
@@ -393,6 +394,7 @@ def _serve(config: Config, args: argparse.Namespace, store: Store, cpu: Any) -> 
     from ingest.server import Server, parse_listen
 
     daemon = Daemon(config, store, cpu=cpu, replace_sources=getattr(args, "replace_sources", False))
+    set_worker(daemon.owner)
     wake = threading.Event()
     requests = {"stop": 0, "reload": False}
 

@@ -17,9 +17,21 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
+# The name of the worker this process is (a daemon, an --once run), in every line once known.
+_worker: list[str] = []
+
+
+def set_worker(name: str) -> None:
+    """Name this process's worker in every log line from now on (a fleet's logs say who wrote them)."""
+    _worker[:] = [name]
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        line = super().format(record)
+        if _worker:  # first, so grep and log shippers see the rest of the line as before
+            line = f"[{_worker[0]}] {line}"
+        return redact(line)
 
 
 class _JSONFormatter(logging.Formatter):
@@ -30,6 +42,8 @@ class _JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
+        if _worker:
+            entry["worker"] = _worker[0]
         for key in ("source", "event", "status", "items_new", "items_updated", "duplicates", "error_kind", "elapsed"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
@@ -39,7 +53,8 @@ class _JSONFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    """Configure the root logger once: stderr, the given level and format."""
+    """Configure the root logger once: stderr, the given level and format (no worker named yet)."""
+    _worker.clear()
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JSONFormatter())

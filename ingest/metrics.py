@@ -25,9 +25,11 @@ CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", CONTENT_TYPE_LATE
 class Metrics:
     """The daemon's counters, histograms and gauges."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # which worker of a fleet these figures are from (join on it in queries)
+        Gauge("ingest_worker_info", "This worker's name (constant 1)", ["worker"], registry=r).labels(worker).set(1)
         self.polls = Counter(
             "ingest_polls", "Polls by source and outcome (ok, not_modified, error)", ["source", "outcome"], registry=r
         )

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ingest.logs import redact, setup_logging
+from ingest.logs import redact, set_worker, setup_logging
 
 
 class Captured:
@@ -60,6 +60,20 @@ def test_json_lines_carry_poll_fields_and_are_redacted(captured: Captured) -> No
     assert first["level"] == "info" and first["source"] == "a" and first["status"] == "ok"
     assert first["items_new"] == 2 and first["duplicates"] == 1 and first["elapsed"] == 0.5
     assert "pw123" not in second["exception"] and "***@127.0.0.1" in second["exception"]
+
+
+def test_every_line_names_the_worker_once_it_is_known(captured: Captured) -> None:
+    setup_logging("info", "text")
+    set_worker("host-a:4711")
+    logging.getLogger("ingest.daemon").info("a: ok")
+    line = captured.getvalue()
+    assert line.startswith("[host-a:4711] ") and "INFO ingest.daemon: a: ok" in line
+    setup_logging("info", "json")  # a new setup names no worker until told
+    logging.getLogger("ingest.daemon").info("before")
+    set_worker("host-b:1")
+    logging.getLogger("ingest.daemon").info("after")
+    before, after = (json.loads(line) for line in captured.getvalue().splitlines())
+    assert "worker" not in before and after["worker"] == "host-b:1"
 
 
 def test_level_filters(captured: Captured) -> None:
