@@ -51,7 +51,7 @@ from ingest.models import SourceReport
 from ingest.pipeline import Deps, canonical_policy, utcnow
 from ingest.store import Store
 from ingest.store.leases import Lease
-from ingest.worker import Worker, worker_name
+from ingest.worker import Worker, release_dead_workers, worker_name
 
 log = logging.getLogger("ingest.daemon")
 
@@ -157,6 +157,7 @@ class Daemon:
         self._digest = self.store.agree_sources(self._config.sources, self.owner, live_within=lease * 3,
                                                 replace=self._replace_sources)
         self.store.sync_sources(self._config.sources)
+        release_dead_workers(self.store)  # this machine's killed workers need not make us wait a lease
         now = datetime.now(timezone.utc)
         add = self.scheduler.add_job
         add(self._tick, IntervalTrigger(seconds=CLAIM_TICK, timezone=timezone.utc), id="claim", next_run_time=now,

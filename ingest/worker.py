@@ -25,6 +25,7 @@ from ingest.config import Config, SourceConfig
 from ingest.errors import StoreError
 from ingest.models import SourceReport
 from ingest.pipeline import Deps, process_source
+from ingest.store import Store
 from ingest.store.leases import Lease, Politeness, claim_waits, leased_elsewhere
 
 log = logging.getLogger("ingest")
@@ -38,6 +39,22 @@ def worker_name(config: Config, role: str = "") -> str:
     """This worker's name: ``[daemon] name``, else host:pid (``role`` appended, e.g. ``once``)."""
     base = config.daemon.name or f"{socket.gethostname()}:{os.getpid()}"
     return f"{base}:{role}" if role else base
+
+
+def release_dead_workers(store: Store) -> None:
+    """Give back the leases of this machine's workers that are no longer running (a killed run)."""
+    for owner in store.release_dead(socket.gethostname(), _alive):
+        log.info("leases of worker %s released: its process is gone", owner)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @dataclass
@@ -246,6 +263,7 @@ def run_once(
     io = deps.io or ThreadPoolExecutor(max_workers=deps.config.fetch.concurrency, thread_name_prefix="page")
     run_deps = replace(deps, cpu=cpu, io=io)
     owner = owner or worker_name(deps.config, "once")
+    release_dead_workers(deps.store)
     worker = Worker(run_deps, owner=owner, capacity=capacity)
     beat = _Heartbeat(worker, deps.config.daemon.lease / 3)
     reports: list[SourceReport] = []

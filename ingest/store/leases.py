@@ -207,6 +207,28 @@ def release(db: Database, lease: Lease) -> bool:
         ).rowcount)
 
 
+def release_dead(db: Database, host: str, alive: Callable[[int], bool]) -> list[str]:
+    """Give back the live leases of workers of this ``host`` whose process is gone; those workers' names.
+
+    A worker's name is ``host:pid[:role]``; a killed ``--once`` run or daemon on this
+    machine leaves its leases until they run out, which would make the next run here
+    wait up to a lease for sources nobody polls.
+    """
+    with db.begin() as conn:
+        now = lease_now(conn, db)
+        owners = conn.execute(
+            select(S.lease_owner).distinct().where(S.lease_until > now, S.lease_owner.like(f"{host}:%"))
+        ).scalars().all()
+        dead = []
+        for owner in owners:
+            pid = owner[len(host) + 1:].split(":", 1)[0]
+            if pid.isdigit() and not alive(int(pid)):
+                conn.execute(update(t.sources).where(S.lease_owner == owner)
+                             .values(lease_owner=None, lease_token=None, lease_until=None))
+                dead.append(owner)
+    return dead
+
+
 def holds(conn: Connection, db: Database, lease: Lease) -> bool:
     """Inside a write transaction: is ``lease`` still held? (PostgreSQL: the row stays share-locked to commit.)"""
     now = lease_now(conn, db)

@@ -142,6 +142,10 @@ class Store:
         """Give a lease back without recording a poll."""
         return leases.release(self.db, lease)
 
+    def release_dead(self, host: str, alive: Callable[[int], bool]) -> list[str]:
+        """Give back the leases of this host's workers whose process is gone (``leases.release_dead``)."""
+        return leases.release_dead(self.db, host, alive)
+
     def fleet_status(self, owner: str, grace: float, clock: leases.Clock) -> dict[str, int]:
         """Leases held (this worker, all) and sources overdue by more than ``grace`` s, counted in SQL."""
         return leases.fleet_status(self.db, owner, grace, clock)
