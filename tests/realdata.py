@@ -328,7 +328,13 @@ def entry_for(item: Item, paragraphs: list[str]) -> Entry:
 
 def run_text(item: Item, paragraphs: list[str], rules: RuleSet = _RULES) -> Document:
     """``paragraphs`` as the content of a feed entry of ``item``, through extract and clean (``rules``)."""
-    return clean(extract(entry_for(item, paragraphs), None, _CONFIG), rules)
+    return clean(extracted(item, tuple(paragraphs)), rules)
+
+
+@lru_cache(maxsize=None)
+def extracted(item: Item, paragraphs: tuple[str, ...]) -> Document:
+    """``paragraphs`` as the content of a feed entry of ``item``, through extract (cached: folds re-clean it)."""
+    return extract(entry_for(item, list(paragraphs)), None, _CONFIG)
 
 
 def without_listed(text: str, data: Data) -> str:
@@ -395,19 +401,29 @@ def runs(data: Data, split: str, hosts_per_line: int = HOSTS_PER_LINE, rules: Ru
     for item in chosen:
         if sites is not None and item.site not in sites:
             continue
-        document = bare_text(item)
-        out.append(made("bare", item, "", item.site, "", document, True))
-        if item.disclaimer:
-            out.append(made("in-situ", item, item.disclaimer, item.site, "", document,
-                            _count(document.text, item.disclaimer) == 0))
+        out.append(made("bare", item, "", item.site, "", bare_text(item), True))
+    for kind, item, line, source, mode, paragraphs in line_runs(data, split, hosts_per_line, sites):
+        document = run_text(item, paragraphs, rules)
+        if kind == "in-situ":
+            removed = _count(document.text, line) == 0
+        else:
+            removed = _count(document.text, line) <= _count(bare_text(item).text, line)
+        out.append(made(kind, item, line, source, mode, document, removed))
+    return out
+
+
+def line_runs(data: Data, split: str, hosts_per_line: int = HOSTS_PER_LINE, sites: frozenset[str] | None = None
+              ) -> list[tuple[str, Item, str, str, str, list[str]]]:
+    """(kind, item, line, the line's site, glue mode, paragraphs) of every in-situ and glued run of ``split``."""
+    chosen = [i for i in data.items if split in ("all", i.split)]
+    out = [("in-situ", item, item.disclaimer, item.site, "", item.paragraphs) for item in chosen
+           if item.disclaimer and (sites is None or item.site in sites)]
     for line in data.lines:
         if split not in ("all", line.split) or (sites is not None and line.site not in sites):
             continue
         mode = glue_mode(line, data.items)
-        for host in hosts(line, chosen, hosts_per_line):
-            document = run_text(host, glue(host.paragraphs, line.text, mode), rules)
-            removed = _count(document.text, line.text) <= _count(bare_text(host).text, line.text)
-            out.append(made("glued", host, line.text, line.site, mode, document, removed))
+        out += [("glued", host, line.text, line.site, mode, glue(host.paragraphs, line.text, mode))
+                for host in hosts(line, chosen, hosts_per_line)]
     return out
 
 
@@ -472,10 +488,10 @@ def _measured(shared: Path, split: str) -> tuple[tuple[str, float | int], ...]:
 # ---------------------------------------------------------------------------- leave sites out
 
 # Sites fall into FOLDS folds by a hash of their name. For each fold, the rules are
-# run without those whose every removal of a listed line (any split run, glued or in
-# situ) was of a line from that fold's sites: a rule written for one site only helps
-# that site, and here it does not count there. Rules that remove no listed line at all
-# (written for fixtures, or for classes the list lacks) stay in every fold.
+# run without those that, each on its own, take out listed lines of that fold's sites
+# only (glued or in situ): a rule written for one site only helps that site, and here
+# it does not count there. Rules that take out no listed line at all (written for
+# fixtures, or for classes the list lacks) stay in every fold.
 FOLDS = 5
 
 # Classes of boilerplate lines, by their words alone (not by the rule that removes
@@ -515,20 +531,21 @@ def fold_of(site: str) -> int:
     return int(hashlib.sha1(site.encode("utf-8")).hexdigest(), 16) % FOLDS
 
 
-def removers(run: Run) -> set[str]:
-    """Names of the rules whose removals took the run's line (or part of it)."""
-    wanted = words(run.line)
-    return {r.rule for r in run.document.removals
-            if (taken := words(r.text)).strip() and (taken in wanted or wanted in taken)}
+def support(data: Data, split: str = "tune", rules: RuleSet = _RULES) -> dict[str, frozenset[str]]:
+    """Per rule name, the sites of ``split``'s listed lines that the rule ALONE takes out.
 
-
-def support(found: list[Run]) -> dict[str, frozenset[str]]:
-    """Per rule name, the sites of the listed lines (glued or in situ) that it helped remove."""
+    Each rule is run on its own over every glued and in-situ text (extracted once), so
+    a rule that stands behind another (the first that claims a line names the removal)
+    is credited with what it would remove too. "Takes out": fewer occurrences of the
+    line in the clean text than in the extracted one.
+    """
     out: dict[str, set[str]] = {}
-    for run in found:
-        if run.kind != "bare" and run.removed:
-            for name in removers(run):
-                out.setdefault(name, set()).add(run.source)
+    for _kind, item, line, source, _mode, paragraphs in line_runs(data, split):
+        raw = extracted(item, tuple(paragraphs))
+        before = _count(raw.text, line)
+        for rule in rules.rules:
+            if before and _count(clean(raw, RuleSet((rule,))).text, line) < before:
+                out.setdefault(rule.name, set()).add(source)
     return {name: frozenset(found_at) for name, found_at in out.items()}
 
 
@@ -539,7 +556,7 @@ def rules_without(rules: RuleSet, supported: dict[str, frozenset[str]], held_out
 
 def leave_sites_out(data: Data, split: str = "tune", rules: RuleSet = _RULES) -> list[dict[str, object]]:
     """Per fold of ``split``'s sites: the rules dropped for it, and the figures on its sites' runs."""
-    supported = support(runs(data, split, rules=rules))
+    supported = support(data, split, rules)
     sites = {i.site for i in data.items if split in ("all", i.split)} | {
         line.site for line in data.lines if split in ("all", line.split)}
     out = []
