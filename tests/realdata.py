@@ -59,7 +59,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from ingest.clean import RuleSet, clean, ruleset
+from ingest.clean import RuleSet, builtin_rules, builtin_vocabulary, clean, expand, ruleset
 from ingest.config import ExtractConfig
 from ingest.extract import extract
 from ingest.models import Document, Entry
@@ -487,17 +487,20 @@ def _measured(shared: Path, split: str) -> tuple[tuple[str, float | int], ...]:
 
 # ---------------------------------------------------------------------------- leave sites out
 
-# Sites fall into FOLDS folds by a hash of their name. For each fold, the rules are
-# run without those that, each on its own, take out listed lines of that fold's sites
-# only (glued or in situ): a rule written for one site only helps that site, and here
-# it does not count there. Rules that take out no listed line at all (written for
-# fixtures, or for classes the list lacks) stay in every fold.
+# Sites fall into FOLDS folds by a hash of their name. For each fold, the built-in rules
+# are run without those that, each on its own, take out listed lines of that fold's
+# sites only (glued or in situ), and with the rules' word lists (ingest/rules/
+# vocabulary.toml) less the terms that occur only in such lines: a rule or a word
+# written for one site only helps that site, and here it does not count there. Rules
+# and terms that take out no listed line at all (written for fixtures, or for classes
+# the list lacks) stay in every fold.
 FOLDS = 5
 
 # Classes of boilerplate lines, by their words alone (not by the rule that removes
 # them): the first that matches names the class. A measuring device for the per-class
 # table, not a cleaner.
 CLASSES = (
+    ("wire update note", r"^\(\s*(?:adds|updates|recasts|rewrites|corrects|changes|refiles|repeats|writes through)\b"),
     ("syndication notice", r"syndicat|auto-?generated|unedited|not been edited|headline|republish|first published"
                            r"|originally published|appeared first|provided by|authored by|verified by|feed\b"),
     ("disclaimer", r"disclaimer|views expressed|purposes only|investment advice|not (?:financial|investment) advice"),
@@ -507,8 +510,8 @@ CLASSES = (
     ("comments", r"comment|conversation|discussion|reply|community guidelines"),
     ("photo and caption", r"\b(?:photo|image|picture|pic|getty|caption|gallery)s?\b"),
     ("agency credit", r"\b(?:agenc(?:y|ies)|news service|news network|inputs?|reporting by|editing by|posted by"
-                      r"|written by|source|staff|wire|pti|ap|afp|reuters|xinhua|kyodo|ians|ani)\b|^(?:[A-Z]{2,6}\s*){2,}$"
-                      r"|^[A-Z]{2,5}/[A-Z]{2,6}$|\breported by\b"),
+                      r"|written by|source|staff|wire|pti|ap|afp|reuters|xinhua|kyodo|ians|ani)\b|(?-i:^(?:[A-Z]{2,6}\s*){2,}$)"
+                      r"|(?-i:^[A-Z]{2,5}/[A-Z]{2,6}$)|\breported by\b"),
     ("paywall and account", r"log ?in|sign ?in|register|account|free articles?|keep reading|continue reading"
                             r"|subscribe now|discover more|member"),
     ("newsletter, app, social", r"newsletter|subscri|\bapps?\b|download|follow|whatsapp|telegram|e-?paper|inbox"
@@ -532,40 +535,54 @@ def fold_of(site: str) -> int:
 
 
 def support(data: Data, split: str = "tune", rules: RuleSet = _RULES) -> dict[str, frozenset[str]]:
-    """Per rule name, the sites of ``split``'s listed lines that the rule ALONE takes out.
+    """Per rule name and per vocabulary term, the sites of ``split``'s listed lines that it takes out.
 
     Each rule is run on its own over every glued and in-situ text (extracted once), so
     a rule that stands behind another (the first that claims a line names the removal)
     is credited with what it would remove too. "Takes out": fewer occurrences of the
-    line in the clean text than in the extracted one.
+    line in the clean text than in the extracted one. A rule built from word lists
+    credits the terms (``"name:term"``) that occur in each line it takes out.
     """
     out: dict[str, set[str]] = {}
+    vocabulary = builtin_vocabulary()
+    found_in = {term: re.compile(r"(?<!\w)" + expand(vocabulary[term.split(":", 1)[0]].fragment(term.split(":", 1)[1]),
+                                                      vocabulary)[0] + r"(?!\w)", re.IGNORECASE)
+                for rule in rules.rules for term in rule.terms}
     for _kind, item, line, source, _mode, paragraphs in line_runs(data, split):
         raw = extracted(item, tuple(paragraphs))
         before = _count(raw.text, line)
         for rule in rules.rules:
             if before and _count(clean(raw, RuleSet((rule,))).text, line) < before:
-                out.setdefault(rule.name, set()).add(source)
+                for name in (rule.name, *(t for t in rule.terms if found_in[t].search(line))):
+                    out.setdefault(name, set()).add(source)
     return {name: frozenset(found_at) for name, found_at in out.items()}
 
 
-def rules_without(rules: RuleSet, supported: dict[str, frozenset[str]], held_out: frozenset[str]) -> RuleSet:
-    """``rules`` less those whose every listed-line removal was of a ``held_out`` site."""
-    return replace(rules, rules=tuple(r for r in rules.rules if not supported.get(r.name) or supported[r.name] - held_out))
+def rules_without(supported: dict[str, frozenset[str]], held_out: frozenset[str], terms: bool = True) -> RuleSet:
+    """The built-in rules less the rules (and, with ``terms``, the vocabulary terms) whose every
+    listed-line removal was of a ``held_out`` site."""
+    def out(name: str) -> bool:
+        return bool(supported.get(name)) and not supported[name] - held_out
+
+    left_out = frozenset(t for rule in _RULES.rules for t in rule.terms if terms and out(t))
+    return RuleSet(tuple(r for r in builtin_rules(left_out) if not out(r.name)))
 
 
-def leave_sites_out(data: Data, split: str = "tune", rules: RuleSet = _RULES) -> list[dict[str, object]]:
-    """Per fold of ``split``'s sites: the rules dropped for it, and the figures on its sites' runs."""
-    supported = support(data, split, rules)
+def leave_sites_out(data: Data, split: str = "tune", terms: bool = True) -> list[dict[str, object]]:
+    """Per fold of ``split``'s sites: the rules (and, with ``terms``, the vocabulary terms) left
+    out for it, and the built-in rules' figures on its sites."""
+    supported = support(data, split)
     sites = {i.site for i in data.items if split in ("all", i.split)} | {
         line.site for line in data.lines if split in ("all", line.split)}
     out = []
     for fold in range(FOLDS):
         held_out = frozenset(s for s in sites if fold_of(s) == fold)
-        reduced = rules_without(rules, supported, held_out)
+        reduced = rules_without(supported, held_out, terms)
         found = runs(data, split, rules=reduced, sites=held_out)
-        dropped = sorted({r.name for r in rules.rules} - {r.name for r in reduced.rules})
-        out.append({"fold": fold, "sites": len(held_out), "dropped_rules": dropped, "runs": found})
+        dropped = sorted({r.name for r in _RULES.rules} - {r.name for r in reduced.rules})
+        words = sorted(t for t, at in supported.items() if terms and ":" in t and not at - held_out)
+        out.append({"fold": fold, "sites": len(held_out), "dropped_rules": dropped, "dropped_terms": words,
+                    "runs": found})
     return out
 
 

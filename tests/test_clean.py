@@ -54,8 +54,8 @@ def test_rules_are_sorted_named_and_have_examples() -> None:
 
 
 def placed(rule, text: str) -> Document:
-    """``text`` where ``rule`` works: opening the article (prefix rules) or after it."""
-    return doc(text, *ARTICLE) if rule.scope == "prefix" else doc(*ARTICLE, text)
+    """``text`` where ``rule`` works: opening the article (prefix and start-only rules) or after it."""
+    return doc(text, *ARTICLE) if rule.scope == "prefix" or rule.edges == "start" else doc(*ARTICLE, text)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
@@ -116,7 +116,7 @@ def test_load_rules_rejects_a_bad_scope_and_bad_regex() -> None:
 def test_every_rule_file_is_loaded_and_names_are_unique() -> None:
     """builtin_rules reads every ingest/rules/*.toml; a name used twice would make removals ambiguous."""
     folder = ROOT / "ingest" / "rules"
-    names = [t["name"] for f in sorted(folder.glob("*.toml")) for t in tomllib.loads(f.read_text(encoding="utf-8"))["rule"]]
+    names = [t["name"] for f in sorted(folder.glob("*.toml")) for t in tomllib.loads(f.read_text(encoding="utf-8")).get("rule", [])]
     assert sorted(names) == [r.name for r in RULES]
     assert {r.scope for r in RULES} == {"whole", "edge", "tail", "suffix", "prefix"}
 
@@ -128,7 +128,7 @@ def test_needs_prefilter_never_hides_a_match() -> None:
     texts += [p for case in CASES for p in run_case(case).document.paragraphs]
     for rule in (r for r in RULES if r.needs):
         for text in texts:
-            found = rule.regex.fullmatch(text) if rule.scope in ("whole", "suffix") or rule.full else rule.regex.match(text)
+            found = rule.fullmatch(text) if rule.scope in ("whole", "suffix") or rule.full else rule.regex.match(text)
             assert not found or rule.may_match(text), (rule.name, text)
 
 
@@ -217,7 +217,7 @@ def test_removals_are_in_document_order() -> None:
     cleaned = clean(doc("By JANE DOE, Reuters", ARTICLE[0], "Also Read: Roads plan explained", *ARTICLE[1:],
                         "(Reporting by Jane Doe; Editing by Ed Osmond)", "Share this article"), BUILTIN)
     assert [(r.position, r.rule) for r in cleaned.removals] == [
-        ("start", "byline-line"), ("whole", "also-read"), ("whole", "wire-credit"), ("whole", "share-prompt"),
+        ("whole", "credit-line"), ("whole", "also-read"), ("whole", "bracketed-credit"), ("whole", "share-prompt"),
     ]
     assert cleaned.paragraphs == ARTICLE
 
