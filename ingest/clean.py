@@ -158,10 +158,14 @@ class WordTest:
     allow: frozenset[tuple[str, ...]]
     most: int
     least: int = 1
-    longest: int = field(init=False, repr=False, compare=False)  # words in the longest phrase
+    # first word -> the lengths (in words) of the listed phrases it opens, longest first
+    sizes: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "longest", max(map(len, self.need | self.allow), default=1))
+        sizes: dict[str, set[int]] = {}
+        for phrase in self.need | self.allow:
+            sizes.setdefault(phrase[0], set()).add(len(phrase))
+        object.__setattr__(self, "sizes", {w: tuple(sorted(n, reverse=True)) for w, n in sizes.items()})
 
     def fullmatch(self, text: str, pos: int = 0) -> WordMatch | None:
         """A match when ``text[pos:]`` is such a line."""
@@ -170,10 +174,12 @@ class WordTest:
             return None
         at, words, needed = 0, 0, False
         while at < len(tokens):
-            for size in range(self.longest, 0, -1):
+            for size in self.sizes.get(tokens[at], ()):
                 phrase = tuple(tokens[at:at + size])
-                if len(phrase) == size and (phrase in self.need or phrase in self.allow):
-                    needed = needed or phrase in self.need
+                if phrase in self.need:
+                    needed = True
+                    break
+                if phrase in self.allow:
                     break
             else:
                 if not _NUMBER.fullmatch(tokens[at]):
@@ -302,12 +308,43 @@ def expand(pattern: str, vocabulary: Mapping[str, WordList], drop: frozenset[str
         for term in vocabulary[name].terms:
             used.append(f"{name}:{term}")
             if f"{name}:{term}" not in drop:
-                text, inner = expand(vocabulary[name].fragment(term), vocabulary, drop, depth + 1)
+                if vocabulary[name].literal:
+                    kept.append(term)
+                    continue
+                text, inner = expand(term, vocabulary, drop, depth + 1)
                 kept.append(text)
                 used.extend(inner)
-        return "(?:" + "|".join(sorted(kept, key=len, reverse=True)) + ")" if kept else "(?!)"
+        if not kept:
+            return "(?!)"
+        if vocabulary[name].literal:
+            return "(?:" + _trie(kept) + ")"
+        return "(?:" + "|".join(sorted(kept, key=len, reverse=True)) + ")"
 
     return _VOCABULARY_NAME.sub(words, pattern), tuple(dict.fromkeys(used))
+
+
+def _trie(words: Sequence[str]) -> str:
+    """A regex for any of ``words`` (literal; a space matches any white space), as a character trie.
+
+    An alternation of a hundred words is tried word by word at every position; the trie
+    reads each character once. Longer words are preferred, as longest-first would.
+    """
+    root: dict[str, dict] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, dict]) -> str:
+        branches = [(r"\s+" if char == " " else re.escape(char)) + emit(child)
+                    for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return emit(root)
 
 
 def _toml(text: str, origin: str) -> dict:
