@@ -631,15 +631,16 @@ def _last_match(
 
 
 _SENTENCE_BREAK = re.compile(r"[.!?…»\"”)]\s+")
-# an ellipsis run onto the word before it ("... the minister said…Read more"): a
-# teaser's cut, after which a link may stand
-_ELLIPSIS = re.compile(r"(?<=\S)\s*(?:\.{3}|…)")
+# an ellipsis: run onto the word before it ("... raises spending on roads…Read more"), a
+# teaser's cut, after which a link may stand (a start after it: the cut stays); after a
+# space ("... roads … Read more"), the link's own (a start before it: it goes with it)
+_ELLIPSIS = re.compile(r"(?<=[^\s.…])(?:\.{3}|…)|(?<=\s)(?=\.{3}|…)")
 
 
 def _sentence_starts(text: str) -> list[int]:
     starts = [0] + [m.end() for m in _SENTENCE_BREAK.finditer(text)]
     if "…" in text or "..." in text:
-        starts = sorted(set(starts).union(m.start() for m in _ELLIPSIS.finditer(text)))
+        starts = sorted(set(starts).union(m.end() for m in _ELLIPSIS.finditer(text)))
     return starts
 
 

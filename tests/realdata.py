@@ -594,3 +594,15 @@ def by_class(found: list[Run]) -> dict[str, tuple[int, int]]:
             removed, total = out.get(line_class(run.line), (0, 0))
             out[line_class(run.line)] = (removed + run.removed, total + 1)
     return dict(sorted(out.items()))
+
+
+def measure_left_out(shared: Path, split: str = "tune", terms: bool = True) -> dict[str, object]:
+    """Leave-sites-out figures on the real copies under ``shared``: ``pooled`` and per ``folds`` (score dicts)."""
+    return dict(_left_out(Path(shared), split, terms))
+
+
+@lru_cache(maxsize=4)
+def _left_out(shared: Path, split: str, terms: bool) -> tuple[tuple[str, object], ...]:
+    found = leave_sites_out(load(shared), split, terms)
+    return (("pooled", score([run for fold in found for run in fold["runs"]])),
+            ("folds", [score(fold["runs"]) for fold in found]))
