@@ -139,7 +139,7 @@ class WordMatch:
 
 # a word of a words test: letters, digits, apostrophes and hyphens ("e-mail", "don't"),
 # or the signs a widget line uses as words; anything else between them is a separator
-_WORD = re.compile(r"[\w'’-]+|[&©]")
+_WORD = re.compile(r"\w[\w'’-]*|[&©]")
 _NUMBER = re.compile(r"\d[\d.,]*[km]?")
 # signs of code, not of a widget ("print(x)  # => 42"): such a line is never chrome words
 _CODE = re.compile(r"[{}=#$\\`]|\w\(")
