@@ -160,15 +160,21 @@ class WordTest:
     least: int = 1
     # first word -> the lengths (in words) of the listed phrases it opens, longest first
     sizes: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    # the words that end a listed phrase: a line that ends otherwise is no match (a quick test)
+    lasts: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         sizes: dict[str, set[int]] = {}
         for phrase in self.need | self.allow:
             sizes.setdefault(phrase[0], set()).add(len(phrase))
         object.__setattr__(self, "sizes", {w: tuple(sorted(n, reverse=True)) for w, n in sizes.items()})
+        object.__setattr__(self, "lasts", frozenset(p[-1] for p in self.need | self.allow))
 
     def fullmatch(self, text: str, pos: int = 0) -> WordMatch | None:
         """A match when ``text[pos:]`` is such a line."""
+        last = _WORD.findall(text[-40:])[-1:]
+        if not last or (last[0].lower() not in self.lasts and not _NUMBER.fullmatch(last[0])):
+            return None
         tokens = [w.lower() for w in _WORD.findall(text, pos)]
         if not self.least <= len(tokens) <= 3 * self.most or _CODE.search(text, pos):
             return None
