@@ -10,9 +10,11 @@ paragraph, glue modes, when a line counts as removed) are in tests/realdata.py.
 Per split: disclaimers removed (glued and in situ), article sentences and paragraphs
 kept, and false removals (article paragraphs lost from texts with nothing glued on).
 On ``tune`` also a leave-sites-out estimate: sites in ``realdata.FOLDS`` folds by a
-hash, each fold measured on its own sites with the rules that only ever removed lines
-of that fold's sites taken out (tests/realdata.py, ``leave_sites_out``); and removal
-per class of line (``realdata.line_class``, by the line's words), in full and left out.
+hash, each fold measured on its own sites with the rules that only ever took out lines
+of that fold's sites left out (tests/realdata.py, ``leave_sites_out``), and again with
+the word-list terms that only such lines hold left out too (a stricter, lower figure);
+and removal per class of line (``realdata.line_class``, by the line's words), in full
+and left out.
 Prints tables and writes bench/results/real_cleaning.json (figures only, no text).
 Tune rules on ``tune`` only (the leave-sites-out figure is the estimate to trust);
 quote ``check``.
@@ -50,30 +52,36 @@ def _row(label: str, f: dict[str, float | int]) -> str:
 
 
 def folds(data: realdata.Data, split: str, show: bool) -> dict[str, object]:
-    """The leave-sites-out figures of ``split``: per fold, pooled, and per class (printed)."""
-    found = realdata.leave_sites_out(data, split)
-    pooled = [run for fold in found for run in fold["runs"]]
-    out: dict[str, object] = {"folds": [], "pooled": realdata.score(pooled)}
-    print(f"\nleave sites out ({split}, {realdata.FOLDS} folds by site hash; rules supported only by the"
-          f" fold's own sites taken out)")
-    for fold in found:
-        figures = realdata.score(fold["runs"])
-        out["folds"].append({"fold": fold["fold"], "sites": fold["sites"], "dropped_rules": fold["dropped_rules"],
-                             **figures})
-        print(_row(f"fold {fold['fold']}", figures) + f"  sites {fold['sites']}, rules out: "
-              + (", ".join(fold["dropped_rules"]) or "none"))
-    print(_row("pooled", out["pooled"]))
+    """The leave-sites-out figures of ``split``, rules only and rules and terms: per fold, pooled, per class (printed)."""
+    out: dict[str, object] = {}
     full = realdata.by_class(realdata.runs(data, split))
-    left_out = realdata.by_class(pooled)
-    out["classes"] = {name: {"removed": full[name][0], "total": full[name][1],
-                             "removed_left_out": left_out.get(name, (0, 0))[0]} for name in full}
-    print(f"\n{'class of line':<26} {'all rules':>14} {'sites left out':>16}")
-    for name, (removed, total) in sorted(full.items(), key=lambda kv: left_out.get(kv[0], (0, 1))[0] / kv[1][1]):
-        held = left_out.get(name, (0, 0))[0]
-        print(f"{name:<26} {100 * removed / total:>6.1f}% {removed:>3}/{total:<3} {100 * held / total:>6.1f}% {held:>3}/{total:<3}")
-    if show:
-        print("\nleft with the fold's sites left out:")
-        _show(pooled)
+    classes: dict[str, dict[str, int]] = {name: {"removed": removed, "total": total}
+                                          for name, (removed, total) in full.items()}
+    for label, terms in (("rules", False), ("rules and terms", True)):
+        found = realdata.leave_sites_out(data, split, terms)
+        pooled = [run for fold in found for run in fold["runs"]]
+        part: dict[str, object] = {"folds": [], "pooled": realdata.score(pooled)}
+        print(f"\nleave sites out ({split}, {realdata.FOLDS} folds by site hash; {label} that only the fold's own"
+              f" sites' lines support taken out)")
+        for fold in found:
+            figures = realdata.score(fold["runs"])
+            part["folds"].append({"fold": fold["fold"], "sites": fold["sites"], "dropped_rules": fold["dropped_rules"],
+                                  "dropped_terms": fold["dropped_terms"], **figures})
+            print(_row(f"fold {fold['fold']}", figures) + f"  sites {fold['sites']}, rules out: "
+                  + (", ".join(fold["dropped_rules"]) or "none")
+                  + (f"; {len(fold['dropped_terms'])} terms out" if terms else ""))
+        print(_row("pooled", part["pooled"]))
+        out[label.replace(" ", "_")] = part
+        for name, (removed, _total) in realdata.by_class(pooled).items():
+            classes[name][f"removed_{label.replace(' ', '_')}_left_out"] = removed
+        if show and not terms:
+            print("\nleft with the fold's sites left out (rules):")
+            _show(pooled)
+    out["classes"] = classes
+    print(f"\n{'class of line':<26} {'all rules':>14} {'rules left out':>16} {'and terms':>16}")
+    for name, c in sorted(classes.items(), key=lambda kv: kv[1].get("removed_rules_left_out", 0) / kv[1]["total"]):
+        cells = [c["removed"], c.get("removed_rules_left_out", 0), c.get("removed_rules_and_terms_left_out", 0)]
+        print(f"{name:<26}" + "".join(f" {100 * n / c['total']:>6.1f}% {n:>3}/{c['total']:<3}" for n in cells))
     return out
 
 

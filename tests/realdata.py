@@ -508,18 +508,24 @@ CLASSES = (
     ("rights", r"copyright|rights reserved|©"),
     ("consent and privacy", r"cookie|consent|privacy"),
     ("comments", r"comment|conversation|discussion|reply|community guidelines"),
-    ("photo and caption", r"\b(?:photo|image|picture|pic|getty|caption|gallery)s?\b"),
+    ("ad marker", r"advert|sponsor|promoted"),
+    ("photo and caption", r"\b(?:photo|image|picture|pic|getty|caption|gallery|credit)s?\b"),
     ("agency credit", r"\b(?:agenc(?:y|ies)|news service|news network|inputs?|reporting by|editing by|posted by"
                       r"|written by|source|staff|wire|pti|ap|afp|reuters|xinhua|kyodo|ians|ani)\b|(?-i:^(?:[A-Z]{2,6}\s*){2,}$)"
-                      r"|(?-i:^[A-Z]{2,5}/[A-Z]{2,6}$)|\breported by\b"),
+                      r"|(?-i:^[A-Z]{2,5}/[A-Z]{2,6}$)|(?-i:^\([A-Z]{2,8}\)$)|\breported by\b"),
     ("paywall and account", r"log ?in|sign ?in|register|account|free articles?|keep reading|continue reading"
-                            r"|subscribe now|discover more|member"),
+                            r"|subscribe now|discover more|member|per month|support (?:local|our|independent)"),
     ("newsletter, app, social", r"newsletter|subscri|\bapps?\b|download|follow|whatsapp|telegram|e-?paper|inbox"
                                 r"|android|iphone|alerts?\b"),
     ("media and share widget", r"share|print|video|javascript|play\b|watch|listen|copied|brightcove|player"),
+    ("reader poll", r"how did you|what do you think|rate this|was this (?:article|story)"),
+    ("pointer to a web page", r"information is available|more information|further information|website"),
+    ("timestamp", r"published on|updated|\d{1,2}:\d{2}|min read"),
     ("related links", r"also read|read more|related|latest|more from|recommended|stories|\bread\b|trending"),
-    ("developing story", r"developing|details later|more to (?:follow|come)|updated|check back|breaking|more soon"),
-    ("navigation", r"menu|search|toggle|\bhome\b|skip|loading|written by"),
+    ("developing story", r"developing|details (?:later|coming|to follow)|more to (?:follow|come)|check back"
+                         r"|breaking|more soon"),
+    ("navigation and section lines", r"menu|search|toggle|\bhome\b|skip|loading|scroll|logo|quotes|(?-i:^[A-Z/ ]+$)"
+                                     r"|(?-i:^[a-z ]+$)|^[^\x00-\x7f]+$"),
 )
 _CLASSES = tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in CLASSES)
 
