@@ -80,15 +80,14 @@ class Rule:
     words: "WordTest | None" = None
     # the call that claims a paragraph: fullmatch (whole rules, full edge rules) or match
     test: Callable[[str], object | None] = field(init=False, repr=False, compare=False)
+    # the rule's match of all of a text from a position on: its pattern's, or its words test's
+    fullmatch: Callable[..., "re.Match[str] | WordMatch | None"] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         whole = self.scope == "whole" or self.full
-        test = self.words.fullmatch if self.words else self.regex.fullmatch if whole else self.regex.match
-        object.__setattr__(self, "test", test)
-
-    def fullmatch(self, text: str, pos: int = 0) -> "re.Match[str] | WordMatch | None":
-        """The rule's match of all of ``text`` from ``pos`` on (its pattern's, or its words test's)."""
-        return self.words.fullmatch(text, pos) if self.words else self.regex.fullmatch(text, pos)
+        fullmatch = self.words.fullmatch if self.words else self.regex.fullmatch
+        object.__setattr__(self, "fullmatch", fullmatch)
+        object.__setattr__(self, "test", fullmatch if whole or self.words else self.regex.match)
 
     def matches(self, paragraph: str, lowered: str | None = None) -> bool:
         """Does this (whole or edge) rule claim the whole paragraph? (``lowered``: paragraph.lower())"""
@@ -499,12 +498,13 @@ def _strip_edge(
     at the start a headline or a kicker must not shield the dateline and byline lines
     below it. The unclaimed paragraphs themselves stay; any other ends the zone
     (article prose). ``adjacent`` rules (line shapes) claim only before the first
-    unclaimed paragraph. ``settled`` paragraphs were refused by the whole rules and the
+    unclaimed paragraph; more than ``MAX_SHAPE_RUN`` lines of such shapes are the
+    article's list, which ends the zone (and is given back). ``settled`` paragraphs were refused by the whole rules and the
     learned keys already: only the others are tried on them.
     """
     kept: list[tuple[int, str]] = []
     removed: list[tuple[int, Removal]] = []
-    used = 0
+    used = shaped = 0
     loose = [r for r in rules if not r.adjacent]  # once an unclaimed paragraph stands between
     shapes = {r.name for r in rules if r.adjacent}
     unsettled = {id(group): [r for r in group if r.scope != "whole"] for group in (rules, loose)}
@@ -516,6 +516,10 @@ def _strip_edge(
             name = _claim(paragraph, group, learned)
         if name:
             removed.append((index, Removal(name, paragraph, position)))
+            shaped += name in shapes
+            if shaped > MAX_SHAPE_RUN:  # the article's own list (see _is_list): it ends the zone
+                kept += paragraphs[at + 1:]
+                break
             continue
         if not may_shield(paragraph) or used >= slack:
             kept += paragraphs[at:]
@@ -563,7 +567,8 @@ def _cut_ends(
             lowered, starts = paragraph.lower(), _sentence_starts(paragraph)
             match, rule = next(
                 ((m, r) for r in rules
-                 if r.may_match(paragraph, lowered) and (m := _last_match(r.fullmatch, paragraph, r.max_chars, starts))),
+                 if (not r.needs or any(map(lowered.__contains__, r.needs)))
+                 and (m := _last_match(r.fullmatch, paragraph, r.max_chars, starts))),
                 (None, None),
             )
             if match is None or rule is None:
