@@ -530,8 +530,9 @@ def test_real_copies_tune_split_removes_the_disclaimers_with_sites_left_out() ->
 
 
 @needs_real_copies
-@pytest.mark.xfail(strict=True, reason="not met yet: the check split removes about 80% of real disclaimers, "
-                   "not 95% (tune: 97%); what is missed and why is in docs/cleaning.md")
+@pytest.mark.xfail(strict=True, reason="not met yet: the check split removes 91.7% of real disclaimers (299/326), "
+                   "not 95% (tune: 97.5%, tune with sites left out: 90.0%); what is missed and why is in "
+                   "docs/cleaning.md")
 def test_real_copies_check_split_removes_the_disclaimers() -> None:
     """The issue's bar on the check split: >= 95% of real disclaimers removed."""
     figures = realdata.measure(realdata.SHARED, "check")
