@@ -20,6 +20,10 @@ default, so an article that quotes a disclaimer's words inside its own prose kee
 - per-source ``strip`` patterns from the config remove what they match in any paragraph;
 - learned paragraphs (recurring verbatim across a source's items) go wherever they stand.
 
+Rule files may share word lists (``[vocabulary]`` words, ``[grammar]`` regex fragments,
+named ``{name}`` in patterns, see ``expand``), and a rule may test, instead of a
+pattern, that a line is nothing but listed words (``WordTest``).
+
 Every removal is returned in ``Document.removals`` with the rule's name.
 """
 
