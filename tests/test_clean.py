@@ -159,7 +159,7 @@ def test_words_test_takes_lines_of_listed_words_only() -> None:
     """A line of nothing but widget words goes anywhere; a content word, or a sign of code, keeps it."""
     (rule,) = [r for r in RULES if r.name == "ui-words-line"]
     only = RuleSet((rule,))
-    for chrome in ("View gallery", "Jump to comments ↓", "12 Comments", "• Share", "Your Privacy Choices"):
+    for chrome in ("Open the photo gallery", "Go to the comments ↓", "12 Comments", "• Share", "Your Privacy Choices"):
         assert clean(doc(ARTICLE[0], chrome, *ARTICLE[1:]), only).paragraphs == ARTICLE, chrome
     for prose in ("View of the harbour", "Share of voters", "print(x)  # share", "Watch out for ice"):
         assert prose in clean(doc(ARTICLE[0], prose, *ARTICLE[1:]), only).paragraphs, prose
