@@ -10,7 +10,11 @@ were held out) and overall: share of ``remove`` strings absent from the clean te
 share of ``keep`` strings present, and extraction+cleaning speed (items/s, median of
 ``--runs`` passes). Prints a table and writes bench/results/clean_quality.json.
 
-    python -m bench.clean_quality [--runs 5] [--show-failures]
+    python -m bench.clean_quality [--runs 5] [--show-failures] [--baseline DIR [--rounds 5]]
+
+``--baseline DIR``: another checkout of the project (say, main's): extract+clean speed
+of that tree and of this one, measured in turns (a subprocess each, ``--rounds`` times,
+so that machine load falls on both alike); medians of the rounds are printed.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import argparse
 import json
 import platform
 import re
+import os
 import statistics
+import subprocess
+import sys
 import time
 import tomllib
 import unicodedata
@@ -147,6 +154,41 @@ def speed(cases: list[Case], runs: int, fragment: str = "auto", cfg: ExtractConf
             "max": round(max(rates), 1)}
 
 
+# one turn: extract+clean items/s (speed's median), then clean alone on the extracted documents
+_SPEED = """
+import json, statistics, time
+from bench.clean_quality import inputs, load_cases, speed
+from ingest.clean import clean, ruleset
+from ingest.config import ExtractConfig
+from ingest.extract import extract
+cases = load_cases()
+documents = [extract(*inputs(case), ExtractConfig()) for case in cases]
+rules = ruleset(True)
+def clean_rate():
+    started = time.perf_counter()
+    for document in documents:
+        clean(document, rules)
+    return len(documents) / (time.perf_counter() - started)
+print(json.dumps([speed(cases, {runs})["median"], statistics.median(clean_rate() for _ in range({runs}))]))
+"""
+
+
+def interleaved(baseline: Path, rounds: int, runs: int = 3) -> dict[str, object]:
+    """Items/s of ``baseline``'s tree and of this one, measured in turns: extract+clean, and clean alone."""
+    rates: dict[str, list[list[float]]] = {"baseline": [], "this": []}
+    for _ in range(rounds):
+        for name, tree in (("baseline", baseline), ("this", ROOT)):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run([sys.executable, "-c", _SPEED.format(runs=runs)], cwd=tree, env=env,
+                                  capture_output=True, text=True, check=True)
+            rates[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    out: dict[str, object] = {"baseline": str(baseline), "rounds": rounds, "runs_per_round": runs, "all": rates}
+    for name in rates:
+        out[f"{name}_items_per_s"] = round(statistics.median(r[0] for r in rates[name]), 1)
+        out[f"{name}_clean_only_items_per_s"] = round(statistics.median(r[1] for r in rates[name]), 1)
+    return out
+
+
 def learning_sweep(ks: tuple[int, ...] = (2, 3, 4), window: int = 50) -> dict[int, list[dict[str, object]]]:
     """What learned boilerplate would learn on the labelled dedup corpus for each K.
 
@@ -177,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed passes over the set (median reported)")
     parser.add_argument("--show-failures", action="store_true", help="print each lost sentence and left boilerplate")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--baseline", type=Path, help="another checkout: compare extract+clean speed, in turns")
+    parser.add_argument("--rounds", type=int, default=5, help="turns of the --baseline comparison")
     args = parser.parse_args(argv)
 
     cases = load_cases()
@@ -244,6 +288,15 @@ def main(argv: list[str] | None = None) -> int:
             for r in o.left:
                 print(f"      left: {r[:110]}")
 
+    compared = None
+    if args.baseline:
+        compared = interleaved(args.baseline.resolve(), args.rounds)
+        print()
+        print(f"in turns ({args.rounds} rounds, medians), baseline {args.baseline} / this tree:"
+              f" extract+clean {compared['baseline_items_per_s']} / {compared['this_items_per_s']} items/s,"
+              f" clean alone {compared['baseline_clean_only_items_per_s']} / {compared['this_clean_only_items_per_s']}"
+              " items/s")
+
     sweep = learning_sweep()
     print()
     print("learned boilerplate on fixtures/dedup (window 50), paragraphs learned per K:")
@@ -256,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}",
-        "scores": scores, "speed_items_per_s": rates, "variants": variants,
+        "scores": scores, "speed_items_per_s": rates, "variants": variants, "compared_with_baseline": compared,
         "learning_sweep": {str(k): v for k, v in sweep.items()}, "inputs": inputs_used,
         "failures": {o.case.id: {"lost": list(o.missing), "left": list(o.left)} for o in failures},
     }, indent=2) + "\n", encoding="utf-8")

@@ -20,6 +20,10 @@ default, so an article that quotes a disclaimer's words inside its own prose kee
 - per-source ``strip`` patterns from the config remove what they match in any paragraph;
 - learned paragraphs (recurring verbatim across a source's items) go wherever they stand.
 
+Rule files may share word lists (``[vocabulary]`` words, ``[grammar]`` regex fragments,
+named ``{name}`` in patterns, see ``expand``), and a rule may test, instead of a
+pattern, that a line is nothing but listed words (``WordTest``).
+
 Every removal is returned in ``Document.removals`` with the rule's name.
 """
 
@@ -52,6 +56,10 @@ EDGE_SHORT_CHARS = 200
 # of the real copies; a longer run of short lines is the article's own list, table or
 # code, and stays (as does a run after a line ending in a colon).
 MAX_SHAPE_RUN = 6
+# a word list named in a rule's pattern: {name}
+_VOCABULARY_NAME = re.compile(r"\{([a-z_]+)\}")
+# a [vocabulary] term: lower-case words (and the signs & and ©), single spaces
+_LITERAL = re.compile(r"(?:[a-z0-9'’&©-]+|[a-z0-9'’-]+\.[a-z]+)(?: (?:[a-z0-9'’&©-]+))*")
 # a paragraph ends as a sentence: . ! ? (not an ellipsis), then closing quotes/brackets
 _ENDS_SENTENCE = re.compile(r"(?<!\.\.)[.!?][\"'”’»)\]]*\s*$")
 
@@ -70,12 +78,20 @@ class Rule:
     # lower-case words one of which every text the pattern matches holds: a cheap test
     # first, so that the regex (an unanchored search) runs only on paragraphs that have one
     needs: tuple[str, ...] = ()
-    # the regex call that claims a paragraph: fullmatch (whole rules, full edge rules) or match
-    test: Callable[[str], re.Match[str] | None] = field(init=False, repr=False, compare=False)
+    # the vocabulary terms ("name:term") its pattern or words test was built from (see ``expand``)
+    terms: tuple[str, ...] = field(default=(), compare=False)
+    # instead of the pattern: a line of nothing but listed words (see ``WordTest``)
+    words: "WordTest | None" = None
+    # the call that claims a paragraph: fullmatch (whole rules, full edge rules) or match
+    test: Callable[[str], object | None] = field(init=False, repr=False, compare=False)
+    # the rule's match of all of a text from a position on: its pattern's, or its words test's
+    fullmatch: Callable[..., "re.Match[str] | WordMatch | None"] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         whole = self.scope == "whole" or self.full
-        object.__setattr__(self, "test", self.regex.fullmatch if whole else self.regex.match)
+        fullmatch = self.words.fullmatch if self.words else self.regex.fullmatch
+        object.__setattr__(self, "fullmatch", fullmatch)
+        object.__setattr__(self, "test", fullmatch if whole or self.words else self.regex.match)
 
     def matches(self, paragraph: str, lowered: str | None = None) -> bool:
         """Does this (whole or edge) rule claim the whole paragraph? (``lowered``: paragraph.lower())"""
@@ -96,6 +112,93 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class WordList:
+    """A named list of ingest/rules/*.toml: literal words and phrases ([vocabulary]) or regex fragments ([grammar])."""
+
+    terms: tuple[str, ...]
+    literal: bool
+
+    def fragment(self, term: str) -> str:
+        """``term`` as a regular-expression fragment (a literal's space matches any white space)."""
+        return r"\s+".join(map(re.escape, term.split(" "))) if self.literal else term
+
+
+@dataclass(frozen=True)
+class WordMatch:
+    """A words test's match, shaped like the parts of ``re.Match`` that clean() reads."""
+
+    string: str
+    begin: int
+
+    def start(self) -> int:
+        return self.begin
+
+    def end(self) -> int:
+        return len(self.string)
+
+    def group(self) -> str:
+        return self.string[self.begin:]
+
+
+# a word of a words test: letters, digits, apostrophes and hyphens ("e-mail", "don't"),
+# or the signs a widget line uses as words; anything else between them is a separator
+_WORD = re.compile(r"\w[\w'’-]*|[&©]")
+_NUMBER = re.compile(r"\d[\d.,]*[km]?")
+# signs of code, not of a widget ("print(x)  # => 42"): such a line is never chrome words
+_CODE = re.compile(r"[{}=#$\\`]|\w\(")
+
+
+@dataclass(frozen=True)
+class WordTest:
+    """A line of nothing but listed words: at least one of ``need``, the rest of ``need`` or ``allow``.
+
+    Phrases are read longest first ("sign up" before "sign"); numbers ("12", "1.2k")
+    count as allowed words; ``least`` to ``most`` words in all; a line with signs of
+    code ("=", "#", "f(x)") is never one.
+    """
+
+    need: frozenset[tuple[str, ...]]
+    allow: frozenset[tuple[str, ...]]
+    most: int
+    least: int = 1
+    # first word -> the lengths (in words) of the listed phrases it opens, longest first
+    sizes: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    # the words that end a listed phrase: a line that ends otherwise is no match (a quick test)
+    lasts: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sizes: dict[str, set[int]] = {}
+        for phrase in self.need | self.allow:
+            sizes.setdefault(phrase[0], set()).add(len(phrase))
+        object.__setattr__(self, "sizes", {w: tuple(sorted(n, reverse=True)) for w, n in sizes.items()})
+        object.__setattr__(self, "lasts", frozenset(p[-1] for p in self.need | self.allow))
+
+    def fullmatch(self, text: str, pos: int = 0) -> WordMatch | None:
+        """A match when ``text[pos:]`` is such a line."""
+        last = _WORD.findall(text[-40:])[-1:]
+        if not last or (last[0].lower() not in self.lasts and not _NUMBER.fullmatch(last[0])):
+            return None
+        tokens = [w.lower() for w in _WORD.findall(text, pos)]
+        if not self.least <= len(tokens) <= 3 * self.most or _CODE.search(text, pos):
+            return None
+        at, words, needed = 0, 0, False
+        while at < len(tokens):
+            for size in self.sizes.get(tokens[at], ()):
+                phrase = tuple(tokens[at:at + size])
+                if phrase in self.need:
+                    needed = True
+                    break
+                if phrase in self.allow:
+                    break
+            else:
+                if not _NUMBER.fullmatch(tokens[at]):
+                    return None
+                size = 1
+            at, words = at + size, words + 1
+        return WordMatch(text, pos) if needed and self.least <= words <= self.most else None
+
+
+@dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
     source_patterns: tuple[re.Pattern[str], ...] = ()
@@ -104,12 +207,19 @@ class RuleSet:
         return replace(self, source_patterns=tuple(re.compile(p, re.MULTILINE) for p in patterns))
 
 
-def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
-    """Rules from a TOML document of ``[[rule]]`` tables (see ingest/rules/builtin.toml)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
+def load_rules(
+    text: str, origin: str = "rules", vocabulary: Mapping[str, Sequence[str]] | None = None,
+    drop: frozenset[str] = frozenset(),
+) -> tuple[Rule, ...]:
+    """Rules from a TOML document of ``[[rule]]`` tables (see ingest/rules/builtin.toml).
+
+    A pattern may name a word list as ``{name}``: the document's own ``[vocabulary]``
+    and ``[grammar]`` lists or ``vocabulary``'s (see ``expand``); a ``words`` table
+    instead of a pattern makes a words test (see ``word_test``); ``drop`` leaves terms
+    (``"name:term"``) out.
+    """
+    raw = _toml(text, origin)
+    words = {**(vocabulary or {}), **vocabulary_of(text, origin)}
     rules = []
     for index, table in enumerate(raw.get("rule", [])):
         try:
@@ -117,11 +227,18 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
                 raise ValueError(f"scope must be one of {SCOPES}")
             if table.get("edges", "both") not in EDGES:
                 raise ValueError(f"edges must be one of {EDGES}")
+            if ("pattern" in table) == ("words" in table):
+                raise ValueError("a rule has a pattern or a words test, not both nor neither")
+            pattern, terms = expand(table.get("pattern", "(?!)").strip(), words, drop)
+            test = None
+            if "words" in table:
+                test, terms = word_test(table["words"], words, drop)
             rules.append(
                 Rule(
                     name=table["name"],
                     scope=table["scope"],
-                    regex=re.compile(table["pattern"].strip(), re.IGNORECASE | re.DOTALL),
+                    regex=re.compile(pattern, re.IGNORECASE | re.DOTALL),
+                    words=test,
                     example=table.get("example", ""),
                     keeps=tuple(table.get("keeps", ())),
                     max_chars=int(table.get("max_chars", 2000)),
@@ -129,6 +246,7 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
                     edges=table.get("edges", "both"),
                     adjacent=bool(table.get("adjacent", False)),
                     needs=tuple(word.lower() for word in table.get("needs", ())),
+                    terms=terms,
                 )
             )
         except (KeyError, ValueError, re.error) as exc:
@@ -136,19 +254,150 @@ def load_rules(text: str, origin: str = "rules") -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-@lru_cache(maxsize=1)
-def builtin_rules() -> tuple[Rule, ...]:
-    """The rules shipped in ingest/rules/*.toml (one file a class of boilerplate), sorted by name."""
-    folder = resources.files("ingest").joinpath("rules")
-    rules = [
-        rule
-        for path in sorted((p for p in folder.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
-        for rule in load_rules(path.read_text(encoding="utf-8"), f"ingest/rules/{path.name}")
-    ]
+def vocabulary_of(text: str, origin: str = "rules") -> dict[str, WordList]:
+    """The ``[vocabulary]`` (literal) and ``[grammar]`` (regex) word lists of a rule document, by name."""
+    raw = _toml(text, origin)
+    out: dict[str, WordList] = {}
+    for section, literal in (("vocabulary", True), ("grammar", False)):
+        for name, terms in raw.get(section, {}).items():
+            if not _VOCABULARY_NAME.fullmatch(f"{{{name}}}") or not isinstance(terms, list) or not terms:
+                raise ConfigError(f"{origin}: {section} {name!r}: a lower-case name and a non-empty list of terms")
+            if name in out:
+                raise ConfigError(f"{origin}: {name!r} is both a vocabulary and a grammar list")
+            for term in terms:
+                if literal and not _LITERAL.fullmatch(term):
+                    raise ConfigError(f"{origin}: vocabulary {name!r}: {term!r} is not lower-case words")
+                try:
+                    re.compile(term)
+                except re.error as exc:
+                    raise ConfigError(f"{origin}: grammar {name!r}: term {term!r}: {exc}") from None
+            out[name] = WordList(tuple(terms), literal)
+    return out
+
+
+def word_test(table: Mapping[str, object], vocabulary: Mapping[str, WordList], drop: frozenset[str] = frozenset()
+              ) -> tuple[WordTest, tuple[str, ...]]:
+    """A ``WordTest`` from a rule's ``words`` table (``need``, ``allow``: list names; ``most``, ``least``), and its terms."""
+    used: list[str] = []
+
+    def phrases(names: object) -> frozenset[tuple[str, ...]]:
+        out = set()
+        for name in names if isinstance(names, list) else ():
+            if name not in vocabulary or not vocabulary[name].literal:
+                raise ValueError(f"words: {name!r} is not a [vocabulary] list")
+            for term in vocabulary[name].terms:
+                used.append(f"{name}:{term}")
+                if f"{name}:{term}" not in drop:
+                    out.add(tuple(_WORD.findall(term)))
+        return frozenset(out)
+
+    need, allow = phrases(table.get("need")), phrases(table.get("allow", []))
+    if not table.get("need") or not isinstance(table.get("most"), int):
+        raise ValueError("words: `need` (list names) and `most` (a number) are required")
+    return WordTest(need, allow, int(table["most"]), int(table.get("least", 1))), tuple(dict.fromkeys(used))
+
+
+def expand(pattern: str, vocabulary: Mapping[str, WordList], drop: frozenset[str] = frozenset(), depth: int = 0
+           ) -> tuple[str, tuple[str, ...]]:
+    """``pattern`` with each ``{name}`` replaced by ``(?:term|term|...)`` (longest first), and the terms used.
+
+    Terms are named ``"name:term"``; those in ``drop`` are left out (a list left empty
+    matches nothing). A grammar fragment may name another list in turn. Regex
+    quantifiers (``{2,5}``) are digits and stay as they are.
+    """
+    if depth > 4:
+        raise ValueError(f"grammar nested too deep (a list that names itself?): {pattern[:60]!r}")
+    used: list[str] = []
+
+    def words(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in vocabulary:
+            raise ValueError(f"unknown vocabulary {{{name}}}")
+        kept = []
+        for term in vocabulary[name].terms:
+            used.append(f"{name}:{term}")
+            if f"{name}:{term}" not in drop:
+                if vocabulary[name].literal:
+                    kept.append(term)
+                    continue
+                text, inner = expand(term, vocabulary, drop, depth + 1)
+                kept.append(text)
+                used.extend(inner)
+        if not kept:
+            return "(?!)"
+        if vocabulary[name].literal:
+            return "(?:" + _trie(kept) + ")"
+        return "(?:" + "|".join(sorted(kept, key=len, reverse=True)) + ")"
+
+    return _VOCABULARY_NAME.sub(words, pattern), tuple(dict.fromkeys(used))
+
+
+def _trie(words: Sequence[str]) -> str:
+    """A regex for any of ``words`` (literal; a space matches any white space), as a character trie.
+
+    An alternation of a hundred words is tried word by word at every position; the trie
+    reads each character once. Longer words are preferred, as longest-first would.
+    """
+    root: dict[str, dict] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, dict]) -> str:
+        branches = [(r"\s+" if char == " " else re.escape(char)) + emit(child)
+                    for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return emit(root)
+
+
+def _toml(text: str, origin: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
+
+
+def builtin_rules(drop: frozenset[str] = frozenset()) -> tuple[Rule, ...]:
+    """The rules shipped in ingest/rules/*.toml (one file a class of boilerplate), sorted by name.
+
+    ``drop``: vocabulary terms (``"name:term"``) to leave out, for measuring what each adds.
+    """
+    return _builtin_rules(frozenset(drop))
+
+
+@lru_cache(maxsize=8)
+def _builtin_rules(drop: frozenset[str]) -> tuple[Rule, ...]:
+    vocabulary = builtin_vocabulary()
+    rules = [rule for origin, text in _builtin_files() for rule in load_rules(text, origin, vocabulary, drop)]
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ConfigError(f"ingest/rules: rule names used twice: {sorted({n for n in names if names.count(n) > 1})}")
     return tuple(sorted(rules, key=lambda r: r.name))
+
+
+@lru_cache(maxsize=1)
+def builtin_vocabulary() -> dict[str, WordList]:
+    """The word lists of ingest/rules/*.toml, merged (a name may be defined once)."""
+    vocabulary: dict[str, WordList] = {}
+    for origin, text in _builtin_files():
+        own = vocabulary_of(text, origin)
+        if set(own) & set(vocabulary):
+            raise ConfigError(f"{origin}: vocabulary names used twice: {sorted(set(own) & set(vocabulary))}")
+        vocabulary.update(own)
+    return vocabulary
+
+
+@lru_cache(maxsize=1)
+def _builtin_files() -> tuple[tuple[str, str], ...]:
+    folder = resources.files("ingest").joinpath("rules")
+    paths = sorted((p for p in folder.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
+    return tuple((f"ingest/rules/{p.name}", p.read_text(encoding="utf-8")) for p in paths)
 
 
 def ruleset(builtin: bool, source_patterns: Iterable[str] = ()) -> RuleSet:
@@ -194,7 +443,7 @@ def clean(document: Document, rules: RuleSet, learned: frozenset[str] = frozense
     tails = [r for r in rules.rules if r.scope == "tail"]
     while survivors and tails:
         index, last = survivors[-1]
-        match, rule = next(((m, r) for r in tails if (m := _last_match(r.regex, last))), (None, None))
+        match, rule = next(((m, r) for r in tails if (m := _last_match(r.fullmatch, last))), (None, None))
         if match is None or rule is None:
             break
         removals.append((index, Removal(rule.name, match.group().strip(), "end")))
@@ -253,12 +502,13 @@ def _strip_edge(
     at the start a headline or a kicker must not shield the dateline and byline lines
     below it. The unclaimed paragraphs themselves stay; any other ends the zone
     (article prose). ``adjacent`` rules (line shapes) claim only before the first
-    unclaimed paragraph. ``settled`` paragraphs were refused by the whole rules and the
+    unclaimed paragraph; more than ``MAX_SHAPE_RUN`` lines of such shapes are the
+    article's list, which ends the zone (and is given back). ``settled`` paragraphs were refused by the whole rules and the
     learned keys already: only the others are tried on them.
     """
     kept: list[tuple[int, str]] = []
     removed: list[tuple[int, Removal]] = []
-    used = 0
+    used = shaped = 0
     loose = [r for r in rules if not r.adjacent]  # once an unclaimed paragraph stands between
     shapes = {r.name for r in rules if r.adjacent}
     unsettled = {id(group): [r for r in group if r.scope != "whole"] for group in (rules, loose)}
@@ -270,6 +520,10 @@ def _strip_edge(
             name = _claim(paragraph, group, learned)
         if name:
             removed.append((index, Removal(name, paragraph, position)))
+            shaped += name in shapes
+            if shaped > MAX_SHAPE_RUN:  # the article's own list (see _is_list): it ends the zone
+                kept += paragraphs[at + 1:]
+                break
             continue
         if not may_shield(paragraph) or used >= slack:
             kept += paragraphs[at:]
@@ -317,7 +571,8 @@ def _cut_ends(
             lowered, starts = paragraph.lower(), _sentence_starts(paragraph)
             match, rule = next(
                 ((m, r) for r in rules
-                 if r.may_match(paragraph, lowered) and (m := _last_match(r.regex, paragraph, r.max_chars, starts))),
+                 if (not r.needs or any(map(lowered.__contains__, r.needs)))
+                 and (m := _last_match(r.fullmatch, paragraph, r.max_chars, starts))),
                 (None, None),
             )
             if match is None or rule is None:
@@ -371,9 +626,10 @@ def _cut(pattern: re.Pattern[str], paragraph: str) -> tuple[str, list[str]]:
 
 
 def _last_match(
-    regex: re.Pattern[str], text: str, longest: int | None = None, starts: list[int] | None = None
-) -> re.Match[str] | None:
-    """A match of ``regex`` that ends the text and starts a sentence (or the paragraph).
+    fullmatch: Callable[[str, int], "re.Match[str] | WordMatch | None"], text: str, longest: int | None = None,
+    starts: list[int] | None = None,
+) -> "re.Match[str] | WordMatch | None":
+    """A match (``fullmatch(text, start)``: a rule's) that ends the text and starts a sentence (or the paragraph).
 
     With ``longest``, only the last ``longest`` characters are tried (a credit is short:
     a long paragraph costs no more than a short one). ``starts``: the text's sentence
@@ -383,17 +639,24 @@ def _last_match(
     for start in _sentence_starts(text) if starts is None else starts:
         if start < earliest:
             continue
-        match = regex.fullmatch(text, start)
+        match = fullmatch(text, start)
         if match:
             return match
     return None
 
 
 _SENTENCE_BREAK = re.compile(r"[.!?…»\"”)]\s+")
+# an ellipsis: run onto the word before it ("... raises spending on roads…Read more"), a
+# teaser's cut, after which a link may stand (a start after it: the cut stays); after a
+# space ("... roads … Read more"), the link's own (a start before it: it goes with it)
+_ELLIPSIS = re.compile(r"(?<=[^\s.…])(?:\.{3}|…)|(?<=\s)(?=\.{3}|…)")
 
 
 def _sentence_starts(text: str) -> list[int]:
-    return [0] + [m.end() for m in _SENTENCE_BREAK.finditer(text)]
+    starts = [0] + [m.end() for m in _SENTENCE_BREAK.finditer(text)]
+    if "…" in text or "..." in text:
+        starts = sorted(set(starts).union(m.end() for m in _ELLIPSIS.finditer(text)))
+    return starts
 
 
 # ---------------------------------------------------------------------------- learned boilerplate

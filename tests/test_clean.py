@@ -15,7 +15,9 @@ from ingest.clean import (
     MAX_SHAPE_RUN,
     RuleSet,
     builtin_rules,
+    builtin_vocabulary,
     clean,
+    expand,
     load_rules,
     paragraph_key,
     ruleset,
@@ -54,8 +56,8 @@ def test_rules_are_sorted_named_and_have_examples() -> None:
 
 
 def placed(rule, text: str) -> Document:
-    """``text`` where ``rule`` works: opening the article (prefix rules) or after it."""
-    return doc(text, *ARTICLE) if rule.scope == "prefix" else doc(*ARTICLE, text)
+    """``text`` where ``rule`` works: opening the article (prefix and start-only rules) or after it."""
+    return doc(text, *ARTICLE) if rule.scope == "prefix" or rule.edges == "start" else doc(*ARTICLE, text)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
@@ -113,10 +115,73 @@ def test_load_rules_rejects_a_bad_scope_and_bad_regex() -> None:
         load_rules('[[rule]]\nname = "x"\nscope = "edge"\nedges = "middle"\npattern = "a"\n')
 
 
+def test_word_lists_expand_into_patterns_and_bad_lists_fail() -> None:
+    """{name} in a pattern stands for the list's terms; unknown names, regex in a [vocabulary] list: errors."""
+    doc_ = '''
+[vocabulary]
+widget = ["share", "sign up", "e-mail"]
+[grammar]
+opening = ["(?:please )?{widget}"]
+[[rule]]
+name = "x"
+scope = "whole"
+pattern = "{opening} now"
+example = "Please sign up now"
+'''
+    (rule,) = load_rules(doc_)
+    assert rule.matches("Please sign   up now") and rule.matches("e-mail now") and not rule.matches("sign now")
+    assert set(rule.terms) == {"grammar:x" for _ in ()} | {"opening:(?:please )?{widget}", "widget:share",
+                                                            "widget:sign up", "widget:e-mail"}
+    (without,) = load_rules(doc_, drop=frozenset({"widget:share"}))
+    assert not without.matches("share now") and without.matches("sign up now")
+    with pytest.raises(ConfigError, match="unknown vocabulary"):
+        load_rules('[[rule]]\nname = "x"\nscope = "whole"\npattern = "{nothing}"\n')
+    with pytest.raises(ConfigError, match="is not lower-case words"):
+        load_rules('[vocabulary]\nwidget = ["sh(are"]\n')
+    with pytest.raises(ConfigError, match="a pattern or a words test"):
+        load_rules('[vocabulary]\nw = ["share"]\n[[rule]]\nname = "x"\nscope = "whole"\npattern = "a"\n'
+                   'words = { need = ["w"], most = 3 }\n')
+
+
+def test_literal_lists_match_exactly_their_words() -> None:
+    """A [vocabulary] list compiles to a trie: it matches each listed word and phrase, and nothing in between."""
+    vocabulary = builtin_vocabulary()
+    for name, words in vocabulary.items():
+        if not words.literal:
+            continue
+        pattern = re.compile(expand("{" + name + "}", vocabulary)[0], re.IGNORECASE)
+        assert all(pattern.fullmatch(w) for w in words.terms), name
+        near = {w[:-1] for w in words.terms if len(w) > 1} | {w + "zz" for w in words.terms}
+        assert not [w for w in near - set(words.terms) if pattern.fullmatch(w)], name
+
+
+def test_words_test_takes_lines_of_listed_words_only() -> None:
+    """A line of nothing but widget words goes anywhere; a content word, or a sign of code, keeps it."""
+    (rule,) = [r for r in RULES if r.name == "ui-words-line"]
+    only = RuleSet((rule,))
+    for chrome in ("Open the photo gallery", "Go to the comments ↓", "12 Comments", "• Share", "Your Privacy Choices"):
+        assert clean(doc(ARTICLE[0], chrome, *ARTICLE[1:]), only).paragraphs == ARTICLE, chrome
+    for prose in ("View of the harbour", "Share of voters", "print(x)  # share", "Watch out for ice"):
+        assert prose in clean(doc(ARTICLE[0], prose, *ARTICLE[1:]), only).paragraphs, prose
+
+
+def test_a_link_after_an_ellipsis_is_cut_and_the_teaser_stays() -> None:
+    """A teaser cut with an ellipsis and closed by its link keeps its words; only the link goes."""
+    cut = ("The council voted on Tuesday to approve a budget that raises spending on roads by 12 percent, "
+           "while opponents said the plan relied on optimistic forecasts of…")
+    for link in ("Read more", " Read more »", "[more]"):
+        cleaned = clean(doc(*ARTICLE[:2], cut + link), BUILTIN)
+        assert cleaned.paragraphs == [*ARTICLE[:2], cut], link
+        assert [r.text for r in cleaned.removals] == [link.strip()], link
+    # after a sentence, the ellipsis is the link's and goes with it
+    cleaned = clean(doc(*ARTICLE[:2], ARTICLE[2] + " … Read more"), BUILTIN)
+    assert cleaned.paragraphs == ARTICLE
+
+
 def test_every_rule_file_is_loaded_and_names_are_unique() -> None:
     """builtin_rules reads every ingest/rules/*.toml; a name used twice would make removals ambiguous."""
     folder = ROOT / "ingest" / "rules"
-    names = [t["name"] for f in sorted(folder.glob("*.toml")) for t in tomllib.loads(f.read_text(encoding="utf-8"))["rule"]]
+    names = [t["name"] for f in sorted(folder.glob("*.toml")) for t in tomllib.loads(f.read_text(encoding="utf-8")).get("rule", [])]
     assert sorted(names) == [r.name for r in RULES]
     assert {r.scope for r in RULES} == {"whole", "edge", "tail", "suffix", "prefix"}
 
@@ -128,7 +193,7 @@ def test_needs_prefilter_never_hides_a_match() -> None:
     texts += [p for case in CASES for p in run_case(case).document.paragraphs]
     for rule in (r for r in RULES if r.needs):
         for text in texts:
-            found = rule.regex.fullmatch(text) if rule.scope in ("whole", "suffix") or rule.full else rule.regex.match(text)
+            found = rule.fullmatch(text) if rule.scope in ("whole", "suffix") or rule.full else rule.regex.match(text)
             assert not found or rule.may_match(text), (rule.name, text)
 
 
@@ -217,7 +282,7 @@ def test_removals_are_in_document_order() -> None:
     cleaned = clean(doc("By JANE DOE, Reuters", ARTICLE[0], "Also Read: Roads plan explained", *ARTICLE[1:],
                         "(Reporting by Jane Doe; Editing by Ed Osmond)", "Share this article"), BUILTIN)
     assert [(r.position, r.rule) for r in cleaned.removals] == [
-        ("start", "byline-line"), ("whole", "also-read"), ("whole", "wire-credit"), ("whole", "share-prompt"),
+        ("whole", "credit-line"), ("whole", "also-read"), ("whole", "bracketed-credit"), ("whole", "share-prompt"),
     ]
     assert cleaned.paragraphs == ARTICLE
 
@@ -446,8 +511,28 @@ def test_real_copies_check_split_keeps_the_article() -> None:
 
 
 @needs_real_copies
-@pytest.mark.xfail(strict=True, reason="not met yet: the check split removes about 80% of real disclaimers, "
-                   "not 95% (tune: 97%); what is missed and why is in docs/cleaning.md")
+def test_real_copies_tune_split_with_sites_left_out_keeps_the_article() -> None:
+    """The keep bar on tune as a whole and on every fold of its sites, run with the rules that fold did not teach."""
+    figures = realdata.measure(realdata.SHARED, "tune")
+    assert figures["paragraph_keep_rate"] >= 0.99 and figures["sentence_keep_rate"] >= 0.99, figures
+    left_out = realdata.measure_left_out(realdata.SHARED, "tune", terms=False)
+    for fold in [left_out["pooled"], *left_out["folds"]]:
+        assert fold["paragraphs_total"] > 100, fold
+        assert fold["paragraph_keep_rate"] >= 0.99 and fold["sentence_keep_rate"] >= 0.99, fold
+
+
+@needs_real_copies
+def test_real_copies_tune_split_removes_the_disclaimers_with_sites_left_out() -> None:
+    """Removal on tune, and on its sites each left out of what the rules learned (a guard, not the bar: check is)."""
+    assert realdata.measure(realdata.SHARED, "tune")["removal_rate"] >= 0.95
+    left_out = realdata.measure_left_out(realdata.SHARED, "tune", terms=False)["pooled"]
+    assert left_out["disclaimers_total"] > 250 and left_out["removal_rate"] >= 0.85, left_out
+
+
+@needs_real_copies
+@pytest.mark.xfail(strict=True, reason="not met yet: the check split removes 91.7% of real disclaimers (299/326), "
+                   "not 95% (tune: 97.5%, tune with sites left out: 90.0%); what is missed and why is in "
+                   "docs/cleaning.md")
 def test_real_copies_check_split_removes_the_disclaimers() -> None:
     """The issue's bar on the check split: >= 95% of real disclaimers removed."""
     figures = realdata.measure(realdata.SHARED, "check")
