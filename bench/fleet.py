@@ -379,10 +379,14 @@ def _store_counts(url: str) -> tuple[int, int]:
     from ingest.store import normalize_url
 
     engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        items = conn.execute(sa.text("SELECT count(*) FROM items")).scalar_one()
-        polls = conn.execute(sa.text("SELECT coalesce(sum(poll_count), 0) FROM sources")).scalar_one()
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            items = conn.execute(sa.text("SELECT count(*) FROM items")).scalar_one()
+            polls = conn.execute(sa.text("SELECT coalesce(sum(poll_count), 0) FROM sources")).scalar_one()
+    except sa.exc.ProgrammingError:  # the first daemon has not created the schema yet
+        items = polls = 0
+    finally:
+        engine.dispose()
     return int(items), int(polls)
 
 
@@ -627,8 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claimers", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--modes", type=_modes, nargs="+", default=[(0.0, 4), (0.2, 16)],
                    help="POLLxSLOTS: simulated poll seconds and poll slots per claimer (default 0x4 0.2x16)")
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--skip", type=float, default=10.0, help="seconds dropped at the start (warm-up)")
+    p.add_argument("--seconds", type=float, default=70.0)
+    p.add_argument("--skip", type=float, default=25.0,
+                   help="seconds dropped at the start (the first sources fall due after fleet_sim.LEAD = 20 s)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-names", action="store_true", help="claim without the daemon's names= list")
     p.add_argument("--before", type=Path, default=None, metavar="CHECKOUT")

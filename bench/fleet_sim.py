@@ -44,6 +44,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIM_TICK = 1.0  # the daemon's (ingest/daemon.py)
+# Seconds between filling the store and the first source falling due (steady state):
+# starting 8 claimer processes and reading 100k names took up to 10 s on the loaded
+# machine, and a backlog built meanwhile would be measured as the fleet's lag.
+LEAD = 20.0
 APP = "fleetbench"
 
 
@@ -60,13 +64,14 @@ def host_sizes(sources: int, top: int = 4000, tail_share: float = 0.6, seed: int
     """
     rng = random.Random(seed)
     sizes: list[int] = []
-    head = sources * (1 - tail_share)
-    rank = 1
-    while sum(sizes) < head and top // rank > 2:
-        sizes.append(min(top // rank, int(head) - sum(sizes)))
+    head, total, rank = sources * (1 - tail_share), 0, 1
+    while total < head and top // rank > 2:
+        sizes.append(min(top // rank, int(head) - total))
+        total += sizes[-1]
         rank += 1
-    while sum(sizes) < sources:
-        sizes.append(min(rng.choice((1, 1, 2)), sources - sum(sizes)))
+    while total < sources:
+        sizes.append(min(rng.choice((1, 1, 2)), sources - total))
+        total += sizes[-1]
     return sizes
 
 
@@ -99,8 +104,8 @@ def populate(url: str, sources: int, interval: float, overdue: tuple[float, floa
     rng.shuffle(rows)  # ids do not follow hosts
     if overdue:  # seconds from now: in the past after an outage
         offsets = [-rng.uniform(*overdue) for _ in rows]
-    else:
-        offsets = [rng.uniform(0.0, interval) for _ in rows]
+    else:  # from LEAD s on: the claimers are started and connected before the first is due
+        offsets = [LEAD + rng.uniform(0.0, interval) for _ in rows]
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     with Store.open(url) as store, store.db.engine.begin() as conn:
         # one statement over two arrays: 100k rows in seconds (row by row took 46 s)
@@ -147,6 +152,15 @@ def claimer(args: ClaimerArgs) -> None:
     politeness = leases.Politeness(fetch.per_host_concurrency, fetch.per_host_delay)
     lease_seconds = 60.0
     store = Store.open(args.url)
+    # a connection per slot, kept: the default pool (5 + 10 overflow) closes the overflow
+    # ones on return, and the backends' CPU (read by pid) would go with them
+    from sqlalchemy import create_engine
+
+    from ingest.store import normalize_url
+
+    store.db.engine.dispose()
+    store.db.engine = create_engine(normalize_url(args.url), pool_size=args.slots + 1, max_overflow=0,
+                                    pool_pre_ping=True)
     with store.db.engine.connect() as conn:
         names = sorted(conn.execute(select(t.sources.c.name)).scalars()) if args.names else None
         hosts = dict(conn.execute(select(t.sources.c.id, t.sources.c.host)).all())
