@@ -22,9 +22,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
-from sqlalchemy import and_, case, exists, func, or_, select, text, update
+from sqlalchemy import and_, case, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.engine import Connection
 
 from ingest.models import PollRecord, SourceState
@@ -73,13 +73,28 @@ def lease_now(conn: Connection, db: Database) -> datetime:
     return utcnow()
 
 
+def _times(conn: Connection, db: Database, clock: Clock) -> tuple[datetime, datetime]:
+    """(``database_now``, ``lease_now``) in one round trip: on PostgreSQL both are the transaction's ``now()``."""
+    if db.is_postgres:
+        now = database_now(conn, db, clock)
+        return now, now
+    return database_now(conn, db, clock), lease_now(conn, db)
+
+
 def _pollable() -> object:
     return and_(S.active.is_(True), S.disabled_reason.is_(None))
 
 
+# A ``names`` list longer than this is applied to the candidates in Python, not in SQL.
+# The daemon passes every enabled source: 100,000 names are 100,000 bind parameters,
+# over PostgreSQL's limit of 65,535 (every claim failed) and SQLite's of 32,766; as one
+# array parameter (``name = ANY(...)``) they cost 180 ms a claim (bench/fleet.py, 100k).
+NAMES_IN_SQL = 1000
+
+
 def claim(
     db: Database, *, owner: str, limit: int, lease_seconds: float, politeness: Politeness, clock: Clock,
-    names: Sequence[str] | None = None, due_only: bool = True,
+    names: Collection[str] | None = None, due_only: bool = True,
 ) -> list[Lease]:
     """Claim up to ``limit`` sources (of ``names``, when given) for ``owner``; their leases.
 
@@ -90,69 +105,101 @@ def claim(
     """
     if limit <= 0 or names is not None and not names:
         return []
+    wanted = None
+    if names is not None and len(names) > NAMES_IN_SQL:
+        wanted = names if isinstance(names, (set, frozenset)) else set(names)
     with db.begin(immediate=True) as conn:
-        due_at, now = database_now(conn, db, clock), lease_now(conn, db)
-        # candidates, most overdue first; sources of a host still in its delay are left
-        # out here, so a host with thousands of due feeds cannot crowd the others out
+        due_at, now = _times(conn, db, clock)
+        # candidates: sources of a host still in its delay are left out here, so a host
+        # with thousands of due feeds cannot crowd the others out
         where = [
             _pollable(), or_(S.lease_until.is_(None), S.lease_until <= now),
             ~exists().where(and_(H.host == S.host, H.next_allowed_at > now)),
         ]
-        if due_only:
-            where.append(or_(S.next_poll_at.is_(None), S.next_poll_at <= due_at))
-        if names is not None:
+        if names is not None and wanted is None:
             where.append(S.name.in_(list(names)))
-        rows = conn.execute(
-            select(S.id, S.host).where(*where)
-            .order_by(S.next_poll_at.is_not(None), S.next_poll_at, S.id)
-            .limit(max(limit * 4, limit + 16))
-            .with_for_update(skip_locked=True, of=t.sources)
-        ).all()
-        if not rows:
-            return []
-        free = _free_hosts(conn, sorted({r.host for r in rows if r.host}), politeness, now)
+        free: dict[str, int] = {}
         chosen: list[int] = []
         taken: Counter[str] = Counter()
-        for row in rows:
-            if len(chosen) >= limit:
-                break
-            if row.host:  # a local file has no host: nothing to be polite to
-                if taken[row.host] >= free.get(row.host, 0):
-                    continue
-                taken[row.host] += 1
-            chosen.append(row.id)
+        for rows in _candidates(conn, where, due_at if due_only else None, max(limit * 4, limit + 16), limit, chosen):
+            if wanted is not None:
+                rows = [r for r in rows if r.name in wanted]
+            hosts = sorted({r.host for r in rows if r.host} - free.keys())
+            free.update(dict.fromkeys(hosts, 0))
+            free.update(_free_hosts(conn, hosts, politeness, now))
+            for row in rows:
+                if len(chosen) >= limit:
+                    break
+                if row.host:  # a local file has no host: nothing to be polite to
+                    if taken[row.host] >= free[row.host]:
+                        continue
+                    taken[row.host] += 1
+                chosen.append(row.id)
         if not chosen:
             return []
         until = now + timedelta(seconds=lease_seconds)
         tokens = {source_id: uuid.uuid4().hex for source_id in chosen}
+        claimed = {}
         for source_id, token in tokens.items():
-            conn.execute(update(t.sources).where(S.id == source_id)
-                         .values(lease_owner=owner, lease_token=token, lease_until=until))
+            claimed[source_id] = conn.execute(
+                update(t.sources).where(S.id == source_id)
+                .values(lease_owner=owner, lease_token=token, lease_until=until).returning(*t.sources.c)
+            ).one()
         if politeness.delay > 0 and taken:
             conn.execute(update(t.hosts).where(H.host.in_(sorted(taken)))
                          .values(next_allowed_at=now + timedelta(seconds=politeness.delay)))
-        claimed = {r.id: r for r in conn.execute(select(t.sources).where(S.id.in_(chosen)))}
     return [
         Lease(source_id, claimed[source_id].name, tokens[source_id], owner, until, state_of(claimed[source_id]))
         for source_id in chosen
     ]
 
 
+def _candidates(
+    conn: Connection, where: list[Any], due_at: datetime | None, size: int, limit: int, chosen: list[int],
+) -> Iterator[list[Any]]:
+    """Pages of candidate rows, locked, most overdue first, until ``chosen`` has ``limit`` or none are left.
+
+    Never-polled sources first (by id), then by (next_poll_at, id), each walked in the
+    order of ``ix_sources_due`` (a plain index on both backends: no NULLS FIRST), so a
+    page costs its own rows, not a sort of every due source (100,000 overdue: 280 ms
+    a claim with the sort). The pages grow fourfold: when the first is taken up by
+    sources that cannot be claimed (their host is at its concurrency, another worker
+    locked them, they are not in ``names``), the next reaches past them.
+    """
+    later = S.next_poll_at.is_not(None) if due_at is None else S.next_poll_at <= due_at
+    for segment, key in ((S.next_poll_at.is_(None), (S.id,)), (later, (S.next_poll_at, S.id))):
+        after: tuple[Any, ...] | None = None
+        page = size
+        while len(chosen) < limit:
+            query = select(S.id, S.name, S.host, S.next_poll_at).where(*where, segment)
+            if after is not None:
+                query = query.where(tuple_(*key) > tuple_(*after))
+            rows = conn.execute(
+                query.order_by(*key).limit(page).with_for_update(skip_locked=True, of=t.sources)
+            ).all()
+            if rows:
+                yield rows
+            if len(rows) < page:
+                break
+            after = tuple(getattr(rows[-1], c.name) for c in key)
+            page *= 4
+
+
 def _free_hosts(conn: Connection, hosts: list[str], politeness: Politeness, now: datetime) -> dict[str, int]:
     """Of ``hosts``, those this claim may use, locked, with how many of their sources it may take."""
     if not hosts:
         return {}
-    locked = list(conn.execute(
-        select(H.host).where(H.host.in_(hosts), H.next_allowed_at <= now).order_by(H.host)
-        .with_for_update(skip_locked=True)
-    ).scalars())
-    if not locked:
+    # one round trip: the free hosts locked, each with its live leases counted (by
+    # ix_sources_host) in the same statement
+    busy = select(func.count()).where(S.host == H.host, S.lease_until > now).scalar_subquery()
+    rows = conn.execute(
+        select(H.host, busy.label("n")).where(H.host.in_(hosts), H.next_allowed_at <= now).order_by(H.host)
+        .with_for_update(skip_locked=True, of=t.hosts)
+    ).all()
+    if not rows:
         return {}
-    busy = Counter({r.host: r.n for r in conn.execute(
-        select(S.host, func.count().label("n")).where(S.host.in_(locked), S.lease_until > now).group_by(S.host)
-    )})
     per_claim = 1 if politeness.delay > 0 else politeness.concurrency
-    return {h: max(0, min(per_claim, politeness.concurrency - busy[h])) for h in locked}
+    return {r.host: max(0, min(per_claim, politeness.concurrency - r.n)) for r in rows}
 
 
 def heartbeat(db: Database, leases: Iterable[Lease], lease_seconds: float, clock: Clock) -> set[str]:
@@ -181,7 +228,7 @@ def complete(db: Database, lease: Lease | None, source_id: int, poll: PollRecord
     A ``Retry-After`` (429/503) also pushes the source's host back for the fleet.
     """
     with db.begin() as conn:
-        now, leased_at = database_now(conn, db, clock), lease_now(conn, db)
+        now, leased_at = _times(conn, db, clock)
         values = poll_values(poll, now)
         where = [S.id == source_id]
         if lease is not None:
@@ -271,7 +318,7 @@ def claim_waits(db: Database, names: Sequence[str]) -> dict[str, float]:
 def fleet_status(db: Database, owner: str, grace: float, clock: Clock) -> dict[str, int]:
     """Counted in SQL: leases this worker and all workers hold, and sources overdue by more than ``grace`` s."""
     with db.engine.connect() as conn:
-        now, due_at = lease_now(conn, db), database_now(conn, db, clock)
+        due_at, now = _times(conn, db, clock)
         live = S.lease_until > now
         row = conn.execute(select(
             func.count(case((and_(live, S.lease_owner == owner), 1))).label("mine"),
