@@ -2,7 +2,7 @@
 
 The store records which paragraph keys each item carries and answers how often a
 paragraph was seen among a source's recent items; what counts as boilerplate is
-``clean.learnable``'s rule. Everything runs inside the caller's transaction.
+``learned.learnable``'s rule. Everything runs inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 from sqlalchemy import and_, insert, select
 from sqlalchemy.engine import Connection
 
-from ingest.clean import learnable
+from ingest.learned import learnable
 from ingest.store import schema as t
 from ingest.store.engine import Database
 from ingest.store.statements import Q, insert_rows
@@ -43,7 +43,7 @@ def learn(
     """Learn the item's paragraphs that are now boilerplate of its source; their keys.
 
     ``settings`` is (min_count, window): a paragraph seen in ``min_count`` different
-    texts among the source's last ``window`` items (``clean.learnable``).
+    texts among the source's last ``window`` items (``learned.learnable``).
     """
     min_count, window = settings
     texts = dict(paragraph_keys)
