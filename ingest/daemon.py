@@ -41,7 +41,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ingest import dedup, pool
+from ingest import dedup, polling, pool
 from ingest.config import Config, SourceConfig, load
 from ingest.errors import ConfigError, StoreError, StoreLocked
 from ingest.fetch import Fetcher
@@ -133,6 +133,7 @@ class Daemon:
         self._fleet: dict[str, int] = {"leases_held": 0, "leases_fleet": 0, "overdue": 0}
         store.db.on_lock_wait = self.metrics.lock_wait_seconds.observe
         self._digest: str | None = None
+        self._enabled: tuple[Config | None, dict[str, SourceConfig]] = (None, {})
         self._store_down_since: float | None = None
         self._retry_at = 0.0
         self.scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(4)}, timezone=timezone.utc)
@@ -158,6 +159,9 @@ class Daemon:
                                                 replace=self._replace_sources)
         self.store.sync_sources(self._config.sources)
         release_dead_workers(self.store)  # this machine's killed workers need not make us wait a lease
+        for host, feeds, wanted, most in polling.overloaded_hosts(self._config.sources, self._config.fetch):
+            log.warning("host %s: %d feeds want %.2f polls/s, but per_host_delay allows %.2f: they will be polled "
+                        "late; lengthen their interval or lower per_host_delay", host, feeds, wanted, most)
         now = datetime.now(timezone.utc)
         add = self.scheduler.add_job
         add(self._tick, IntervalTrigger(seconds=CLAIM_TICK, timezone=timezone.utc), id="claim", next_run_time=now,
@@ -172,7 +176,11 @@ class Daemon:
         self.scheduler.start()
 
     def _sources(self) -> dict[str, SourceConfig]:
-        return {s.name: s for s in self.deps.config.sources if s.enabled}
+        """The enabled sources of the running config (made once per config: a claim tick reads it)."""
+        config = self.deps.config
+        if self._enabled[0] is not config:
+            self._enabled = (config, {s.name: s for s in config.sources if s.enabled})
+        return self._enabled[1]
 
     def _tick(self) -> None:
         """Claim due sources for the free poll slots (also called when a poll ends)."""
@@ -374,7 +382,9 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status (0 after a clean stop)."""
     lock = _store_lock(config.store.url)
     try:
-        store = Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict())
+        # a connection per poll thread, and the claim, heartbeat, fleet and server threads
+        store = Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict(),
+                           pool_size=config.daemon.workers + 4)
     except BaseException:
         if lock:
             lock.release()

@@ -360,7 +360,7 @@ def _record_success(
         log.warning("%s: feed moved permanently to %s; polling the new URL from now on", source.name, redact_url(moved))
     keep_validators = result.not_modified
     delay = polling.next_delay(source.interval, deps.config.fetch, max_age=result.max_age, ttl=ttl,
-                               jitter=deps.config.daemon.jitter, rng=deps.rng)
+                               jitter=deps.config.daemon.jitter, overdue=_overdue(state, lease), rng=deps.rng)
     _record(deps, lease, state, PollRecord(
         at=deps.clock(), ok=True, next_poll_in=delay,
         etag=(result.etag or state.etag) if keep_validators else result.etag,
@@ -383,6 +383,13 @@ def _record_failure(
         # a host that said "too many requests" or "come back later" waits for the fleet
         host_retry_after=(retry_after or cfg.backoff_base) if host_busy else None,
     ))
+
+
+def _overdue(state: SourceState, lease: Lease | None) -> float:
+    """Seconds the poll started after the source was due (both on the schedule's clock)."""
+    if lease is None or lease.claimed_at is None or state.next_poll_at is None:
+        return 0.0
+    return max(0.0, (lease.claimed_at - state.next_poll_at).total_seconds())
 
 
 def _record(deps: Deps, lease: Lease | None, state: SourceState, poll: PollRecord) -> None:

@@ -17,7 +17,6 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Callable, Mapping
 
 from ingest import pool, polling
@@ -150,7 +149,7 @@ class Worker:
             leases = deps.store.claim(
                 owner=self.owner, limit=free, lease_seconds=deps.config.daemon.lease, clock=deps.clock,
                 politeness=Politeness(deps.config.fetch.per_host_concurrency, deps.config.fetch.per_host_delay),
-                names=sorted(sources), due_only=due_only,
+                names=sources.keys(), due_only=due_only,
             )
             if self.on_claim:
                 self.on_claim(time.perf_counter() - started, leases)
@@ -282,10 +281,9 @@ def run_once(
         return any(w["worker_id"] != owner for w in deps.store.live_workers(deps.config.daemon.lease * 3))
 
     def recent(lease: Lease, source: SourceConfig) -> bool:
-        """Polled by another worker less than half an interval ago (the lease's claim time is the store's)."""
-        last = lease.state.last_polled_at
-        claimed_at = lease.until - timedelta(seconds=deps.config.daemon.lease)
-        if last is None or (claimed_at - last).total_seconds() >= source.interval / 2:
+        """Polled by another worker less than half an interval ago (both times on the store's schedule clock)."""
+        last, claimed_at = lease.state.last_polled_at, lease.claimed_at
+        if last is None or claimed_at is None or (claimed_at - last).total_seconds() >= source.interval / 2:
             return False
         polled_just_now.add(lease.name)
         return True

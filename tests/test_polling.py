@@ -92,3 +92,24 @@ def test_is_due():
     later = state(next_poll_at=NOW + timedelta(seconds=1))
     assert not is_due(later, NOW) and is_due(later, NOW + timedelta(seconds=1))
     assert not is_due(state(disabled_reason="fetch: HTTP 410 Gone"), NOW)
+
+
+def test_a_late_poll_is_pushed_once_by_a_share_of_its_lateness():
+    """After an outage a catch-up polls thousands of sources in a burst: their next polls spread out."""
+    on_time = [delay(rng=random.Random(seed)) for seed in range(50)]
+    late = [delay(overdue=3600, rng=random.Random(seed)) for seed in range(50)]
+    assert set(on_time) == {900}
+    assert all(900 <= d <= 1800 for d in late) and max(late) - min(late) > 600  # spread over up to one interval
+    assert all(900 <= delay(overdue=60, rng=random.Random(seed)) <= 960 for seed in range(20))
+
+
+def test_hosts_with_more_feeds_than_their_delay_allows_are_named():
+    from ingest.config import SourceConfig
+    from ingest.polling import overloaded_hosts
+
+    big = [SourceConfig(name=f"b{n}", url=f"https://big.example/f{n}", interval=900) for n in range(2000)]
+    small = [SourceConfig(name=f"s{n}", url=f"https://small.example/f{n}", interval=900) for n in range(100)]
+    ((host, feeds, wanted, most),) = overloaded_hosts(big + small, FetchConfig(per_host_delay=0.5))
+    assert (host, feeds, most) == ("big.example", 2000, 2.0) and abs(wanted - 2000 / 900) < 1e-9
+    assert overloaded_hosts(big, FetchConfig(per_host_delay=0)) == []  # no delay, no such limit
+

@@ -60,8 +60,12 @@ class Database:
         self.on_lock_wait: Callable[[float], None] | None = None
 
     @classmethod
-    def connect(cls, url: str) -> "Database":
-        """An engine for ``url`` (not yet connected); StoreError when the URL is unusable."""
+    def connect(cls, url: str, pool_size: int = 5) -> "Database":
+        """An engine for ``url`` (not yet connected); StoreError when the URL is unusable.
+
+        ``pool_size``: PostgreSQL connections kept open (as many again may be opened for
+        a burst): a daemon needs one per poll thread plus its claim, heartbeat and server.
+        """
         scheme = url.split("://", 1)[0].lower() if "://" in url else None
         if scheme is None:
             raise StoreError(f"not a store URL: {url!r}; ingest stores into {SUPPORTED}")
@@ -69,7 +73,8 @@ class Database:
             raise StoreError(f"unsupported store URL scheme {scheme!r} in {url!r}; ingest stores into {SUPPORTED}")
         url = normalize_url(url)
         try:
-            engine = create_engine(url, future=True, pool_pre_ping=url.startswith("postgresql"))
+            options = {"pool_size": pool_size, "max_overflow": pool_size} if url.startswith("postgresql") else {}
+            engine = create_engine(url, future=True, pool_pre_ping=url.startswith("postgresql"), **options)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise StoreError(f"cannot open {url!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":

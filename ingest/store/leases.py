@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
@@ -46,6 +47,7 @@ class Lease:
     owner: str
     until: datetime
     state: SourceState  # the source's poll state when it was claimed
+    claimed_at: datetime | None = None  # on the schedule's clock (next_poll_at's): how late the poll starts
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def claim(
         return []
     wanted = None
     if names is not None and len(names) > NAMES_IN_SQL:
-        wanted = names if isinstance(names, (set, frozenset)) else set(names)
+        wanted = names if isinstance(names, AbstractSet) else set(names)  # a dict's keys: no copy
     with db.begin(immediate=True) as conn:
         due_at, now = _times(conn, db, clock)
         # candidates: sources of a host still in its delay are left out here, so a host
@@ -149,7 +151,8 @@ def claim(
             conn.execute(update(t.hosts).where(H.host.in_(sorted(taken)))
                          .values(next_allowed_at=now + timedelta(seconds=politeness.delay)))
     return [
-        Lease(source_id, claimed[source_id].name, tokens[source_id], owner, until, state_of(claimed[source_id]))
+        Lease(source_id, claimed[source_id].name, tokens[source_id], owner, until, state_of(claimed[source_id]),
+              claimed_at=due_at)
         for source_id in chosen
     ]
 

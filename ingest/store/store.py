@@ -59,9 +59,11 @@ class Store:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def open(cls, url: str, scheme: dict[str, Any] | None = None, *, check_scheme: bool = True) -> "Store":
+    def open(
+        cls, url: str, scheme: dict[str, Any] | None = None, *, check_scheme: bool = True, pool_size: int = 5,
+    ) -> "Store":
         """Open (creating and migrating) the store at ``url``; check the signature scheme."""
-        db = Database.connect(url)
+        db = Database.connect(url, pool_size)
         try:
             migrations.migrate(db)
             if scheme is not None and check_scheme:
