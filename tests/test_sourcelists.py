@@ -170,7 +170,7 @@ def test_opml_outline_cannot_name_a_local_file(write_config, tmp_path):
         '<?xml version="1.0"?><opml version="2.0"><head/><body>'
         '<outline text="secrets" xmlUrl="/etc/passwd"/><outline text="up" xmlUrl="../../etc/hostname"/>'
         '<outline text="ok" xmlUrl="https://ok.example/feed"/></body></opml>', encoding="utf-8")
-    path = write_config('sources_files = ["list.opml"]\n')
+    path = write_config(sources_files=["list.opml"])
     with pytest.raises(ConfigError) as info:
         load(path)
     text = str(info.value)
@@ -181,5 +181,5 @@ def test_absolute_glob_in_sources_files(write_config, tmp_path):
     folder = tmp_path / "lists"
     folder.mkdir()
     (folder / "a.toml").write_text('[[sources]]\nname = "a"\nurl = "https://a.example/feed"\n', encoding="utf-8")
-    path = write_config(f'sources_files = ["{folder}/*.toml"]\n')
+    path = write_config(sources_files=[f"{folder}/*.toml"])
     assert [s.name for s in load(path).sources] == ["a"]
