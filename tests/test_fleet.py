@@ -192,6 +192,9 @@ def test_copies_released_to_four_workers_at_once_end_in_one_cluster(
     assert _counts(postgres_url) == (copies * stories, copies * stories, stories)
 
 
+# slow (15-20 s): concurrent runs storing each copy once is also the copies test's; runs
+# leaving polls to each other also test_once_next_to_a_running_daemon's
+@pytest.mark.slow
 def test_two_once_runs_at_once_store_every_item_once(tmp_path: Path, postgres_url: str, server: Loopback) -> None:
     feeds, per_feed = 20, 50
     for i in range(feeds):
