@@ -24,7 +24,7 @@ from ingest.models import FetchResult, ItemRow
 from ingest.parse import parse, plain_text
 from ingest.store import Store
 
-from .conftest import FIXTURES, ingest_once, run_cli
+from .conftest import FIXTURES, ingest_once, run_cli, write_config_file
 from .loopback import Item, Loopback, rss
 
 CASES = sorted((FIXTURES / "feeds" / "parse").iterdir())
@@ -363,10 +363,9 @@ def test_feedparser_corpus_parses_without_a_crash_and_keeps_its_entries(tmp_path
     assert not crashes, crashes[:20]
     assert kept >= substantial - 5
     # and ingest --once stores every one of them (local file sources, SQLite)
-    lines = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n']
-    lines += [f"[[sources]]\nname = {json.dumps(name)}\nurl = {json.dumps(str(root / name))}\n" for name in identities]
-    (tmp_path / "ingest.toml").write_text("\n".join(lines), encoding="utf-8")
-    done = run_cli("--once", "-c", str(tmp_path / "ingest.toml"), timeout=1800)
+    config = write_config_file(tmp_path, store_url=f"sqlite:///{tmp_path / 'store.db'}",
+                               sources={name: root / name for name in identities})
+    done = run_cli("--once", "-c", str(config), timeout=1800)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "store.db") as db:
         stored = dict(db.execute("SELECT s.name, COUNT(*) FROM items i JOIN sources s ON s.id = i.source_id GROUP BY s.name"))
