@@ -6,6 +6,10 @@ error (substring of the ParseError), warning (substring of a warning), absent (t
 must appear in no entry field), and per-entry ``<field><index>`` checks: title0, content0
 (substring), guid0, published0 (ISO 8601), kind0, link0 (``none``: no link), author0,
 identity0, enclosure0 (the first enclosure URL).
+
+Also: JSON Feed 1.0/1.1 (the same entry fields as RSS, ingested like an RSS source,
+bad JSON a one-line error), plain-text titles, JSON Feed links and identities, and
+feedparser's own test corpus when INGEST_FEEDPARSER_TESTS names it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""The store on SQLite always and on PostgreSQL when INGEST_TEST_POSTGRES_URL is set."""
+"""ingest.store on SQLite always and on PostgreSQL when INGEST_TEST_POSTGRES_URL is set.
+
+Items new, unchanged and updated; copies joining clusters and canonicals under each
+policy; write batches all or nothing; poll records and source sync; learned
+boilerplate; candidates; signature schemes and ``Store.resign``. ``ingest resign``
+through the CLI: tests/test_maintenance.py.
+"""
 
 from __future__ import annotations
 
