@@ -1,7 +1,10 @@
-"""The daemon: the store lock, the stop flag, and the real process.
+"""ingest.daemon: the store lock, and the real process.
 
 Process tests start ``python -m ingest -c FILE`` against a loopback feed server with
-1-second intervals and watch its store, its log and its exit.
+1-second intervals and watch its store, its log and its exit. The stop tests hold a
+page of a full-text feed at the server, so a signal provably lands mid-poll: the
+first write batch stored, the next one waiting for the held page. (The stop flag
+inside a poll, in-process: tests/test_pipeline.py.)
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ import random
 import signal
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
-from ingest.config import load
-from ingest.errors import StoreLocked
-from ingest.fetch import Fetcher
-from ingest.pipeline import Deps, process_source
 from ingest.daemon import StoreLock
-from ingest.store import Store
+from ingest.errors import StoreLocked
+from ingest.pool import CHUNK_ENTRIES
+
+from .conftest import run_cli
+from .loopback import Hold, Loopback
+
 
 def words(seed: int, n: int = 60) -> str:
     """A distinct text per seed (so items are not duplicates of each other)."""
@@ -30,6 +35,10 @@ def words(seed: int, n: int = 60) -> str:
     return " ".join(rng.choice(["alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "tango", "zulu",
                                 "harbour", "council", "budget", "river", "museum", "railway", "storm"])
                     + str(rng.randrange(1000)) for _ in range(n))
+
+
+def _items_of(prefix: str, seeds: range) -> list[tuple[str, str, str, str]]:
+    return [(f"{prefix}{i}", f"https://example.org/{prefix}{i}", f"item {i}", words(i)) for i in seeds]
 
 
 # ---------------------------------------------------------------------------- store lock
@@ -44,47 +53,15 @@ def test_store_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     StoreLock(path).release()
 
 
-# ---------------------------------------------------------------------------- stop flag (pipeline)
-
-
-def test_stop_flag_leaves_the_rest_of_the_feed_for_the_next_poll(tmp_path: Path, write_config, feed_server) -> None:
-    feed_server.feed("/f", [(f"g{i}", f"title {i}", words(i)) for i in range(5)])
-    path = write_config(f"""
-        [store]
-        url = "sqlite:///store.db"
-        [[sources]]
-        name = "f"
-        url = "{feed_server.url('/f')}"
-    """)
-    config = load(path)
-    calls = iter([False, False, True])  # stop after two items
-    with Store.open(config.store.url) as store:
-        fetcher = Fetcher(config.fetch)
-        states = store.sync_sources(config.sources)
-        report = process_source(config.sources[0], states["f"], Deps(config, store, fetcher,
-                                                                     should_stop=lambda: next(calls, True)))
-        assert report.ok and report.items_new == 2
-        assert any("stopped with 3 entries not processed" in w for w in report.warnings)
-        assert store.counts()["items"] == 2
-        after = store.source_state("f")
-        assert after is not None and after.next_poll_at is None and after.body_hash is None  # poll not recorded
-        report = process_source(config.sources[0], after, Deps(config, store, fetcher))
-        assert report.items_new == 3 and report.items_unchanged == 2
-        fetcher.close()
-
-
 # ---------------------------------------------------------------------------- the daemon process
 
 
-def _config(
-    write_config, sources: list[tuple[str, str]], extra: str = "", name: str = "ingest.toml", shutdown: float = 2
-) -> Path:
-    body = "".join(f'[[sources]]\nname = "{n}"\nurl = "{u}"\n' for n, u in sources)
-    return write_config(
-        f"""[store]\nurl = "sqlite:///data/store.db"\n[daemon]\nshutdown_timeout = {shutdown}\n{extra}\n"""
-        f"""[defaults]\ninterval = 1\n{body}""",
-        name,
-    )
+def _config(write_config, sources: dict[str, str] | list[dict], *, name: str = "ingest.toml", shutdown: float = 2,
+            **sections: dict) -> Path:
+    """A daemon config: the store in data/, 1-second intervals, ``shutdown_timeout``, more ``sections``."""
+    daemon = {"shutdown_timeout": shutdown, **sections.pop("daemon", {})}
+    return write_config(name=name, store_url="sqlite:///data/store.db", daemon=daemon, defaults={"interval": 1},
+                        sources=sources, **sections)
 
 
 def _items(config: Path) -> list[dict]:
@@ -107,15 +84,25 @@ def _stored(db: Path) -> int:
         return 0
 
 
-# A feed big enough that writing it takes seconds (the stop tests signal mid-feed): 300
-# items sufficed until write batches made the store fast enough to finish within the
-# half second these tests used to wait.
-ITEMS = 2000
+def _leased(db: Path, source: str) -> bool:
+    """Whether a worker holds ``source`` (claimed, being polled) now."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT lease_token FROM sources WHERE name = ?", (source,)).fetchone()
+    return row is not None and row[0] is not None
 
 
 def _integrity(db: Path) -> str:
     with sqlite3.connect(db) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _scheduler(base: str) -> str:
+    """The daemon's /healthz 'scheduler' ('stopped' once its stop flag is set: polls see it between items)."""
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as response:
+            return json.loads(response.read())["scheduler"]
+    except urllib.error.HTTPError as exc:  # 503 once stopping
+        return json.loads(exc.read())["scheduler"]
 
 
 @pytest.fixture
@@ -124,12 +111,37 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def test_new_item_is_stored_within_three_intervals(write_config, feed_server, start_daemon, data_dir) -> None:
-    feed_server.feed("/a", [("a1", "first", words(1))])
-    config = _config(write_config, [("a", feed_server.url("/a"))])
+# A full-text feed of four write batches; the stop tests hold the page of the first item
+# of the second batch, so that when it is asked for, the first batch is stored and the
+# poll waits mid-feed.
+ITEMS = 4 * CHUNK_ENTRIES
+HELD = CHUNK_ENTRIES
+
+
+def _held_full_text_feed(server: Loopback) -> Hold:
+    """``/a``: ITEMS entries whose pages are on ``server``; the page of entry HELD is held."""
+    server.feed("/a", [(guid, server.url(f"/p/{i}"), title, text)
+                       for i, (guid, _, title, text) in enumerate(_items_of("a", range(ITEMS)))])
+    for i in range(ITEMS):
+        page = f"<html><body><article><p>{words(i)}</p><p>{words(10_000 + i)}</p></article></body></html>"
+        server.respond(f"/p/{i}", page.encode(), headers={"Content-Type": "text/html"})
+    return server.hold(f"/p/{HELD}")
+
+
+def _stop_test_config(write_config, server: Loopback) -> Path:
+    # one process: entries are prepared batch by batch in the polling thread (a process
+    # pool prepares every batch before the first is stored); pages on loopback; /healthz
+    return _config(write_config, [{"name": "a", "url": server.url("/a"), "full_text": True}], shutdown=20,
+                   daemon={"processes": 1, "listen": "127.0.0.1:0"},
+                   fetch={"allow_private_addresses": True, "per_host_delay": 0})
+
+
+def test_new_item_is_stored_within_three_intervals(write_config, server, start_daemon, data_dir) -> None:
+    server.feed("/a", _items_of("a", range(1, 2)))
+    config = _config(write_config, {"a": server.url("/a")})
     daemon = start_daemon(config)
     daemon.wait_for(lambda: len(_items(config)) == 1, 10, "the first item")
-    feed_server.feed("/a", [("a2", "second", words(2)), ("a1", "first", words(1))])
+    server.feed("/a", _items_of("a", range(2, 3)) + _items_of("a", range(1, 2)))
     added = time.monotonic()
     # read the file directly: a CLI subprocess takes about a second to start on a busy machine
     daemon.wait_for(lambda: _guids(data_dir / "store.db") == {"a1", "a2"}, 6, "the added item")
@@ -140,55 +152,58 @@ def test_new_item_is_stored_within_three_intervals(write_config, feed_server, st
 
 
 def test_sighup_adds_a_source_and_keeps_running_on_an_invalid_config(
-    write_config, feed_server, start_daemon, data_dir
+    write_config, server, start_daemon, data_dir
 ) -> None:
-    feed_server.feed("/a", [("a1", "first", words(1))])
-    feed_server.feed("/b", [("b1", "from b", words(3))])
-    config = _config(write_config, [("a", feed_server.url("/a"))])
+    server.feed("/a", _items_of("a", range(1, 2)))
+    server.feed("/b", _items_of("b", range(1, 2)))
+    config = _config(write_config, {"a": server.url("/a")})
     daemon = start_daemon(config)
     daemon.wait_log("a: ok, 1 new")
-    assert feed_server.hits.get("/b") is None
+    assert server.hits("/b") == []
 
-    _config(write_config, [("a", feed_server.url("/a")), ("b", feed_server.url("/b"))])
+    _config(write_config, {"a": server.url("/a"), "b": server.url("/b")})
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log("reload: 2 sources (1 added, 0 removed, 0 changed)")
     daemon.wait_for(lambda: "b1" in {i["guid"] for i in _items(config)}, 6, "the added source's item")
 
-    config.write_text(config.read_text() + "\n[daemon.nonsense\n")  # broken TOML
+    # written as text, not values: the point is TOML that does not parse
+    config.write_text(config.read_text() + "\n[daemon.nonsense\n")
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log("keeping the running config")
     error_lines = [line for line in daemon.log.splitlines() if "reload: config:" in line]
     assert len(error_lines) == 1 and "invalid TOML" in error_lines[0]
-    polls = feed_server.hits["/b"]
-    daemon.wait_for(lambda: feed_server.hits["/b"] >= polls + 2, 6, "polls after the failed reload")
+    polls = len(server.hits("/b"))
+    server.wait_hits(polls + 2, "/b", timeout=6)  # polls after the failed reload
     assert daemon.proc.poll() is None
     assert daemon.stop() == 0
 
 
-def test_sighup_removes_a_source(write_config, feed_server, start_daemon, data_dir) -> None:
-    feed_server.feed("/a", [("a1", "first", words(1))])
-    feed_server.feed("/b", [("b1", "from b", words(3))])
-    config = _config(write_config, [("a", feed_server.url("/a")), ("b", feed_server.url("/b"))])
+def test_sighup_removes_a_source(write_config, server, start_daemon, data_dir) -> None:
+    server.feed("/a", _items_of("a", range(1, 2)))
+    server.feed("/b", _items_of("b", range(1, 2)))
+    config = _config(write_config, {"a": server.url("/a"), "b": server.url("/b")})
     daemon = start_daemon(config)
-    daemon.wait_for(lambda: feed_server.hits.get("/b", 0) >= 1, 10, "a poll of b")
-    _config(write_config, [("a", feed_server.url("/a"))])
+    server.wait_hits(1, "/b", timeout=10)
+    _config(write_config, {"a": server.url("/a")})
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log("reload: 1 sources (0 added, 1 removed, 0 changed)")
-    time.sleep(0.5)  # a poll of b already running may finish
-    polls_b, polls_a = feed_server.hits["/b"], feed_server.hits.get("/a", 0)
-    daemon.wait_for(lambda: feed_server.hits.get("/a", 0) >= polls_a + 2, 6, "polls of a")
-    assert feed_server.hits["/b"] == polls_b
+    # a poll of b claimed before the reload may still be running: wait until b is not
+    # held (reloaded, the daemon claims it no more)
+    daemon.wait_for(lambda: not _leased(data_dir / "store.db", "b"), 10, "b's poll in flight to end")
+    polls_b, polls_a = len(server.hits("/b")), len(server.hits("/a"))
+    server.wait_hits(polls_a + 2, "/a", timeout=6)
+    assert len(server.hits("/b")) == polls_b
     assert daemon.stop() == 0
 
 
-def test_sigterm_during_a_slow_response_exits_0_in_time(write_config, feed_server, start_daemon, data_dir) -> None:
-    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i)) for i in range(20)])
-    feed_server.feed("/slow", [("s1", "slow", words(99))])
-    feed_server.delay["/slow"] = 30.0
-    config = _config(write_config, [("a", feed_server.url("/a")), ("slow", feed_server.url("/slow"))])
+def test_sigterm_during_a_slow_response_exits_0_in_time(write_config, server, start_daemon, data_dir) -> None:
+    server.feed("/a", _items_of("a", range(20)))
+    server.feed("/slow", [("s1", "https://example.org/s1", "slow", words(99))])
+    slow = server.hold("/slow")  # answered when the test ends: slower than any shutdown_timeout
+    config = _config(write_config, {"a": server.url("/a"), "slow": server.url("/slow")})
     daemon = start_daemon(config)
     daemon.wait_log("a: ok, 20 new")
-    daemon.wait_for(lambda: feed_server.hits.get("/slow"), 10, "the slow request")
+    slow.wait(timeout=10)
     sent = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(2 + 2) == 0  # shutdown_timeout (2 s) + 2 s
@@ -199,34 +214,33 @@ def test_sigterm_during_a_slow_response_exits_0_in_time(write_config, feed_serve
 
 
 def test_second_signal_exits_at_once_without_corrupting_the_store(
-    write_config, feed_server, start_daemon, data_dir
+    write_config, server, start_daemon, data_dir
 ) -> None:
-    # many items (seconds of work): the signals land while items are being written
-    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i)) for i in range(ITEMS)])
-    feed_server.feed("/slow", [("s1", "slow", words(99))])
-    feed_server.delay["/slow"] = 30.0
-    config = _config(write_config, [("a", feed_server.url("/a")), ("slow", feed_server.url("/slow"))],
-                     shutdown=20)
-    daemon = start_daemon(config)
-    daemon.wait_for(lambda: feed_server.hits.get("/slow") and _stored(data_dir / "store.db"), 20, "the first items")
+    held = _held_full_text_feed(server)
+    daemon = start_daemon(_stop_test_config(write_config, server))
+    held.wait(timeout=30)  # mid-poll: the first batch stored, a page of the second held
+    base = daemon.address()
     daemon.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    daemon.wait_for(lambda: _scheduler(base) == "stopped", 10, "the first SIGTERM handled")
     sent = time.monotonic()
-    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.send_signal(signal.SIGTERM)  # the poll still waits for its page
     assert daemon.proc.wait(5) == 128 + signal.SIGTERM
     assert time.monotonic() - sent < 1.5
     assert "SIGTERM again: exiting at once" in daemon.log
     assert _integrity(data_dir / "store.db") == "ok"
-    stored = _items(config)
+    stored = _items(daemon.config)
     assert len(stored) < ITEMS and all(item["text"] for item in stored)  # whole items only
 
 
-def test_sigterm_lets_the_item_in_hand_finish_and_exits_0(write_config, feed_server, start_daemon, data_dir) -> None:
-    feed_server.feed("/a", [(f"a{i}", f"item {i}", words(i)) for i in range(ITEMS)])
-    config = _config(write_config, [("a", feed_server.url("/a"))], shutdown=20)
+def test_sigterm_lets_the_item_in_hand_finish_and_exits_0(write_config, server, start_daemon, data_dir) -> None:
+    held = _held_full_text_feed(server)
+    config = _stop_test_config(write_config, server)
     daemon = start_daemon(config)
-    daemon.wait_for(lambda: _stored(data_dir / "store.db"), 20, "the first items")
+    held.wait(timeout=30)  # mid-poll: the first batch stored, a page of the second held
+    base = daemon.address()
     daemon.proc.send_signal(signal.SIGTERM)
+    daemon.wait_for(lambda: _scheduler(base) == "stopped", 10, "the stop flag")
+    held.release()  # the poll goes on, and sees the flag before its next item
     assert daemon.proc.wait(20) == 0
     assert "entries not processed" in daemon.log and "INFO ingest.daemon: stopped" in daemon.log
     assert _integrity(data_dir / "store.db") == "ok"
@@ -239,12 +253,12 @@ def test_sigterm_lets_the_item_in_hand_finish_and_exits_0(write_config, feed_ser
     assert daemon.stop() == 0
 
 
-def test_second_daemon_on_the_same_sqlite_store_refuses(write_config, feed_server, start_daemon, data_dir) -> None:
-    feed_server.feed("/a", [("a1", "first", words(1))])
-    config = _config(write_config, [("a", feed_server.url("/a"))])
+def test_second_daemon_on_the_same_sqlite_store_refuses(write_config, server, start_daemon, data_dir) -> None:
+    server.feed("/a", _items_of("a", range(1, 2)))
+    config = _config(write_config, {"a": server.url("/a")})
     daemon = start_daemon(config)
     daemon.wait_log("daemon started")
-    other = _config(write_config, [("a", feed_server.url("/a"))], name="other.toml")  # same store file
+    other = _config(write_config, {"a": server.url("/a")}, name="other.toml")  # same store file
     second = run_cli("-c", str(other), timeout=20)
     assert second.returncode == 1
     assert f"another ingest daemon (pid {daemon.proc.pid}) already runs on" in second.stderr

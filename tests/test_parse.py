@@ -6,6 +6,10 @@ error (substring of the ParseError), warning (substring of a warning), absent (t
 must appear in no entry field), and per-entry ``<field><index>`` checks: title0, content0
 (substring), guid0, published0 (ISO 8601), kind0, link0 (``none``: no link), author0,
 identity0, enclosure0 (the first enclosure URL).
+
+Also: JSON Feed 1.0/1.1 (the same entry fields as RSS, ingested like an RSS source,
+bad JSON a one-line error), plain-text titles, JSON Feed links and identities, and
+feedparser's own test corpus when INGEST_FEEDPARSER_TESTS names it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import os
 import re
 import sqlite3
 from datetime import datetime, timezone
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,8 @@ from ingest.models import FetchResult, ItemRow
 from ingest.parse import parse, plain_text
 from ingest.store import Store
 
-from .conftest import FIXTURES, ingest_once, run_cli
+from .conftest import FIXTURES, ingest_once, run_cli, write_config_file
+from .loopback import Item, Loopback, rss
 
 CASES = sorted((FIXTURES / "feeds" / "parse").iterdir())
 _EXPECT = re.compile(rb"expect:\s*(.*?)\s*-->", re.S)
@@ -144,13 +148,10 @@ def _jsonfeed(version: str = "1.1", **item: object) -> bytes:
 
 
 def _rss() -> bytes:
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Wire</title>'
-        "<link>https://wire.example/</link><description>d</description><item>"
-        "<title>Orrin bets on a two-day battery</title><link>https://wire.example/lumen-7</link>"
-        f"<guid>https://wire.example/lumen-7</guid><pubDate>{format_datetime(PUBLISHED)}</pubDate>"
-        f"<author>Ada Reporter</author><description><![CDATA[{HTML}]]></description></item></channel></rss>"
-    ).encode("utf-8")
+    """The story of ``_jsonfeed()`` as RSS 2.0."""
+    return rss([Item(guid="https://wire.example/lumen-7", link="https://wire.example/lumen-7",
+                     title="Orrin bets on a two-day battery", published=PUBLISHED, author="Ada Reporter", text=HTML)],
+               title="Wire", link="https://wire.example/")
 
 
 def _json_result(body: bytes, content_type: str | None = "application/feed+json") -> FetchResult:
@@ -203,46 +204,38 @@ def test_bad_json_is_a_one_line_parse_error(body: bytes, message: str) -> None:
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def _config(tmp_path: Path, sources: dict[str, str]) -> Path:
-    lines = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n']
-    for name, url in sources.items():
-        lines.append(f'[[sources]]\nname = "{name}"\nurl = "{url}"\n')
-    path = tmp_path / "ingest.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
 def _stored(tmp_path: Path) -> dict[str, ItemRow]:
     with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
         return {item.source: item for item in store.items()}
 
 
-def test_a_jsonfeed_source_is_ingested_like_an_rss_one(tmp_path: Path, httpserver) -> None:  # type: ignore[no-untyped-def]
-    httpserver.expect_request("/feed.json").respond_with_data(_jsonfeed(), content_type="application/feed+json")
-    httpserver.expect_request("/feed.xml").respond_with_data(_rss(), content_type="application/rss+xml")
+def test_a_jsonfeed_source_is_ingested_like_an_rss_one(tmp_path: Path, server: Loopback, write_config) -> None:
+    server.respond("/feed.json", _jsonfeed(), headers={"Content-Type": "application/feed+json"})
+    server.respond("/feed.xml", _rss(), headers={"Content-Type": "application/rss+xml"})
     local = tmp_path / "local.json"
     local.write_bytes(_jsonfeed("1.0"))
-    config = _config(tmp_path, {"json-http": httpserver.url_for("/feed.json"), "json-file": str(local),
-                                "rss-http": httpserver.url_for("/feed.xml")})
+    config = write_config(store_url=f"sqlite:///{tmp_path / 'store.db'}", sources={
+        "json-http": server.url("/feed.json"), "json-file": local, "rss-http": server.url("/feed.xml")})
     report = ingest_once(config)
     assert not report.failed, report.failed
     items = _stored(tmp_path)
-    rss = items["rss-http"]
+    from_rss = items["rss-http"]
     for name in ("json-http", "json-file"):
         item = items[name]
         for field in ("guid", "url", "title", "author", "published_at", "text"):
-            assert getattr(item, field) == getattr(rss, field), (name, field)
+            assert getattr(item, field) == getattr(from_rss, field), (name, field)
         assert item.published_at == PUBLISHED
         assert item.text == "\n\n".join(PARAGRAPHS)
     # three copies of one story: one cluster
     assert len({item.cluster_id for item in items.values()}) == 1
 
 
-def test_a_malformed_jsonfeed_source_fails_alone_in_one_line(tmp_path: Path, httpserver) -> None:  # type: ignore[no-untyped-def]
-    httpserver.expect_request("/bad.json").respond_with_data(b'{"version": "https://jsonfeed.org/version/1.1", "items": [}',
-                                                             content_type="application/feed+json")
-    httpserver.expect_request("/good.json").respond_with_data(_jsonfeed(), content_type="application/feed+json")
-    config = _config(tmp_path, {"bad": httpserver.url_for("/bad.json"), "good": httpserver.url_for("/good.json")})
+def test_a_malformed_jsonfeed_source_fails_alone_in_one_line(tmp_path: Path, server: Loopback, write_config) -> None:
+    server.respond("/bad.json", b'{"version": "https://jsonfeed.org/version/1.1", "items": [}',
+                   headers={"Content-Type": "application/feed+json"})
+    server.respond("/good.json", _jsonfeed(), headers={"Content-Type": "application/feed+json"})
+    config = write_config(store_url=f"sqlite:///{tmp_path / 'store.db'}",
+                          sources={"bad": server.url("/bad.json"), "good": server.url("/good.json")})
     done = run_cli("--once", "-c", str(config))
     assert done.returncode == 0, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("ingest: source")]
@@ -374,10 +367,9 @@ def test_feedparser_corpus_parses_without_a_crash_and_keeps_its_entries(tmp_path
     assert not crashes, crashes[:20]
     assert kept >= substantial - 5
     # and ingest --once stores every one of them (local file sources, SQLite)
-    lines = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n']
-    lines += [f"[[sources]]\nname = {json.dumps(name)}\nurl = {json.dumps(str(root / name))}\n" for name in identities]
-    (tmp_path / "ingest.toml").write_text("\n".join(lines), encoding="utf-8")
-    done = run_cli("--once", "-c", str(tmp_path / "ingest.toml"), timeout=1800)
+    config = write_config_file(tmp_path, store_url=f"sqlite:///{tmp_path / 'store.db'}",
+                               sources={name: root / name for name in identities})
+    done = run_cli("--once", "-c", str(config), timeout=1800)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "store.db") as db:
         stored = dict(db.execute("SELECT s.name, COUNT(*) FROM items i JOIN sources s ON s.id = i.source_id GROUP BY s.name"))

@@ -29,10 +29,8 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter, defaultdict
-import threading
 from dataclasses import dataclass, field, replace
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -45,7 +43,8 @@ from ingest.fetch import Fetcher
 from ingest.models import Entry, FetchResult, ParsedFeed
 from ingest.parse import parse
 
-from .loopback import ROOT
+from .conftest import write_config_file
+from .loopback import ROOT, Loopback
 
 PEERS = ROOT.parent / "shared" / "peer-feeds"
 SUITES = sorted(p.stem for p in (PEERS / "expected").glob("*.json")) if PEERS.is_dir() else []
@@ -356,46 +355,10 @@ def split(record: Record) -> str:
     return "check" if hashlib.sha256(record.key.encode()).digest()[0] & 1 else "tune"
 
 
-class FixtureServer(ThreadingHTTPServer):
-    """A real HTTP server on 127.0.0.1 answering fixtures: ``pages[path] = (body, content type)``."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _FixtureHandler)
-        self.origin = f"http://127.0.0.1:{self.server_address[1]}"
-        self.pages: dict[str, tuple[bytes, str]] = {}
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
-
-    def serve(self, path: str, body: bytes, content_type: str) -> None:
-        """Answer ``path`` with ``body``, and nothing else (fixtures share base paths)."""
-        self.pages = {path: (body, content_type)}
-
-    def __enter__(self) -> "FixtureServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _FixtureHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall each
-    server: FixtureServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        body, content_type = self.server.pages.get(self.path, (b"", ""))
-        status = 200 if content_type else 404
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def _serve_only(server: Loopback, path: str, record: Record) -> None:
+    """Answer ``path`` (query string included) with ``record``'s fixture, and nothing else (fixtures share base paths)."""
+    server.routes.clear()
+    server.respond(path, (PEERS / record.file).read_bytes(), headers={"Content-Type": _content_type(record.file)})
 
 
 def _content_type(path: str) -> str:
@@ -429,17 +392,17 @@ def run_file(record: Record) -> Outcome:
     return outcome
 
 
-def run_http(record: Record, server: FixtureServer, fetcher: Fetcher) -> Outcome:
+def run_http(record: Record, server: Loopback, fetcher: Fetcher) -> Outcome:
     """``record`` fetched over loopback HTTP at the path of its base URL, links mapped to the base's origin."""
-    url, origin = _served_url(record, server.origin)
+    loopback = server.url("")
+    url, origin = _served_url(record, loopback)
     parts = urlsplit(url)
-    server.serve(parts.path + (f"?{parts.query}" if parts.query else ""), (PEERS / record.file).read_bytes(),
-                 _content_type(record.file))
-    outcome = Outcome(record, "http", origin + url[len(server.origin):])
+    _serve_only(server, parts.path + (f"?{parts.query}" if parts.query else ""), record)
+    outcome = Outcome(record, "http", origin + url[len(loopback):])
     result = fetcher.fetch_feed(SourceConfig(name=record.key, url=url), None)
     _parse(result, outcome)
     if outcome.feed is not None:
-        outcome.feed = _mapped(outcome.feed, server.origin, origin)
+        outcome.feed = _mapped(outcome.feed, loopback, origin)
     return outcome
 
 
@@ -535,7 +498,7 @@ def outcomes(suite: str) -> tuple[Outcome, ...]:
     done: list[Outcome] = []
     fetcher = Fetcher(FetchConfig(per_host_delay=0, timeout=30))
     try:
-        with FixtureServer() as server:
+        with Loopback() as server:
             for record in records(suite):
                 for outcome in (run_file(record), run_http(record, server, fetcher)):
                     compare(outcome)
@@ -645,18 +608,19 @@ def test_title_mismatches_at_most_one_percent() -> None:
     assert mismatches <= 0.01 * compared, f"{mismatches} of {compared} titles differ"
 
 
+# slow (30-40 s): the titles and links are checked per fixture above; this adds that --once stores them all
+@pytest.mark.slow
 @needs_peers
 def test_ingest_once_over_every_fixture_stores_plain_titles_absolute_links_and_every_entry(tmp_path: Path) -> None:
     """The acceptance run: ``ingest --once`` over all fixtures served from loopback into SQLite."""
     chosen = [r for suite in SUITES for r in records(suite)]
-    config = [f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n',
-              "[fetch]\nper_host_delay = 0\nper_host_concurrency = 8\n"]
-    with FixtureServer() as server:
-        server.pages = {f"/{r.file}": ((PEERS / r.file).read_bytes(), _content_type(r.file)) for r in chosen}
+    with Loopback() as server:
         for r in chosen:
-            config.append(f'[[sources]]\nname = {json.dumps(r.key)}\nurl = "{server.origin}/{r.file}"\n')
-        (tmp_path / "ingest.toml").write_text("\n".join(config), encoding="utf-8")
-        done = subprocess.run([sys.executable, "-m", "ingest", "--once", "-c", str(tmp_path / "ingest.toml")],
+            server.respond(f"/{r.file}", (PEERS / r.file).read_bytes(), headers={"Content-Type": _content_type(r.file)})
+        config = write_config_file(tmp_path, store_url=f"sqlite:///{tmp_path / 'store.db'}",
+                                   fetch={"per_host_delay": 0, "per_host_concurrency": 8},
+                                   sources=[{"name": r.key, "url": server.url(f"/{r.file}")} for r in chosen])
+        done = subprocess.run([sys.executable, "-m", "ingest", "--once", "-c", str(config)],
                               capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]

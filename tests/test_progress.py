@@ -7,6 +7,8 @@ import io
 from ingest.models import SourceReport
 from ingest.progress import Progress
 
+from .conftest import DEMO_FEEDS
+
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
@@ -49,13 +51,7 @@ def test_bar_redrawn_on_a_terminal() -> None:
 
 
 def test_once_without_a_terminal_prints_plain_lines(write_config, cli) -> None:
-    config = write_config("""
-        [store]
-        url = "sqlite:///store.db"
-        [[sources]]
-        name = "afp"
-        url = "%s"
-    """ % (__import__("pathlib").Path(__file__).resolve().parent.parent / "fixtures/feeds/demo/afp-wire.xml"))
+    config = write_config(store_url="sqlite:///store.db", sources={"afp": DEMO_FEEDS / "afp-wire.xml"})
     result = cli("--once", "-c", str(config))
     assert result.returncode == 0, result.stderr
     assert "ingest: [1/1] afp: ok, " in result.stderr and "\r" not in result.stderr

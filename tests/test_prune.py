@@ -88,7 +88,7 @@ def test_cli_prune_needs_retention_then_drops_items_older_than_it(tmp_path: Path
         oldest = _dates(store)[0]
     # a retention reaching back to just after the oldest item drops exactly the items before it
     keep = datetime.now(timezone.utc) - oldest - timedelta(hours=1)
-    path = write_demo_config(tmp_path, sqlite_url, extra=f'retention = "{int(keep.total_seconds())}s"\n')
+    path = write_demo_config(tmp_path, sqlite_url, store={"retention": f"{int(keep.total_seconds())}s"})
     done = run_cli("prune", "-c", str(path), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("would drop ") and int(done.stdout.split()[2]) >= 1

@@ -1,4 +1,4 @@
-"""/healthz and /metrics: in-process route table, and a running daemon."""
+"""ingest.server: /healthz and /metrics, with an in-process route table and against a running daemon."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_parse_listen() -> None:
 
 
 def test_routes_are_a_table_and_unknown_paths_are_404(write_config, tmp_path: Path) -> None:
-    config = load(write_config('[store]\nurl = "sqlite:///store.db"\n'))
+    config = load(write_config(store_url="sqlite:///store.db"))
     with Store.open(config.store.url) as store:
         daemon = Daemon(config, store)  # not started: its scheduler is not running
         routes = {**ROUTES, "/hello": lambda app, query: Response(200, "text/plain", f"hi {query.get('n')}")}
@@ -81,7 +81,7 @@ def test_routes_are_a_table_and_unknown_paths_are_404(write_config, tmp_path: Pa
 
 
 def test_listen_on_a_busy_port_is_a_config_error(write_config) -> None:
-    config = load(write_config('[store]\nurl = "sqlite:///store.db"\n'))
+    config = load(write_config(store_url="sqlite:///store.db"))
     with Store.open(config.store.url) as store:
         daemon = Daemon(config, store)
         first = Server(daemon, ("127.0.0.1", 0))
@@ -95,33 +95,23 @@ def test_listen_on_a_busy_port_is_a_config_error(write_config) -> None:
 # ---------------------------------------------------------------------------- a running daemon
 
 
-def _config(write_config, feed_server) -> Path:
-    return write_config(f"""
-        [store]
-        url = "sqlite:///data/store.db"
-        [daemon]
-        listen = "127.0.0.1:0"
-        shutdown_timeout = 2
-        [defaults]
-        interval = 1
-        [[sources]]
-        name = "a"
-        url = "{feed_server.url('/a')}"
-        [[sources]]
-        name = "b"
-        url = "{feed_server.url('/b')}"
-        [[sources]]
-        name = "broken"
-        url = "{feed_server.url('/missing')}"
-    """)
+def _config(write_config, server) -> Path:
+    return write_config(store_url="sqlite:///data/store.db", daemon={"listen": "127.0.0.1:0", "shutdown_timeout": 2},
+                        defaults={"interval": 1},
+                        sources={"a": server.url("/a"), "b": server.url("/b"), "broken": server.url("/missing")})
 
 
-def test_metrics_count_what_the_store_holds(tmp_path: Path, write_config, feed_server, start_daemon) -> None:
+def _items(*items: tuple[str, str, str]) -> list[tuple[str, str, str, str]]:
+    """Feed items from (guid, title, text)."""
+    return [(guid, f"https://example.org/{guid}", title, body) for guid, title, body in items]
+
+
+def test_metrics_count_what_the_store_holds(tmp_path: Path, write_config, server, start_daemon) -> None:
     (tmp_path / "data").mkdir()
     text = words(7, 80)
-    feed_server.feed("/a", [("a1", "one", words(1)), ("a2", "two", words(2)), ("a3", "copy", text)])
-    feed_server.feed("/b", [("b1", "three", words(3)), ("b2", "copy", text)])  # b2 duplicates a3
-    config = _config(write_config, feed_server)
+    server.feed("/a", _items(("a1", "one", words(1)), ("a2", "two", words(2)), ("a3", "copy", text)))
+    server.feed("/b", _items(("b1", "three", words(3)), ("b2", "copy", text)))  # b2 duplicates a3
+    config = _config(write_config, server)
     daemon = start_daemon(config)
     base = daemon.address()
     daemon.wait_for(lambda: metric(get(base + "/metrics")[2], "ingest_polls_total", source="b") >= 2, 10, "polls")
@@ -143,7 +133,7 @@ def test_metrics_count_what_the_store_holds(tmp_path: Path, write_config, feed_s
     assert metric(body, "ingest_scheduler_lag_seconds_count") >= 4
     assert 'url="' not in body and "127.0.0.1" not in body  # names only, never URLs
 
-    feed_server.feed("/b", [("b3", "four", words(4)), ("b1", "three", words(3)), ("b2", "copy", text)])
+    server.feed("/b", _items(("b3", "four", words(4)), ("b1", "three", words(3)), ("b2", "copy", text)))
     # new items only: b already counts 2 new + 1 duplicate, a sum over outcomes would not wait for b3
     daemon.wait_for(lambda: metric(get(base + "/metrics")[2], "ingest_items_total", source="b", outcome="new") >= 3,
                     10, "b3")
@@ -152,11 +142,11 @@ def test_metrics_count_what_the_store_holds(tmp_path: Path, write_config, feed_s
     assert daemon.stop() == 0
 
 
-def test_healthz_turns_503_when_the_store_is_gone(tmp_path: Path, write_config, feed_server, start_daemon) -> None:
+def test_healthz_turns_503_when_the_store_is_gone(tmp_path: Path, write_config, server, start_daemon) -> None:
     (tmp_path / "data").mkdir()
-    feed_server.feed("/a", [("a1", "one", words(1))])
-    feed_server.feed("/b", [("b1", "two", words(2))])
-    config = _config(write_config, feed_server)
+    server.feed("/a", _items(("a1", "one", words(1))))
+    server.feed("/b", _items(("b1", "two", words(2))))
+    config = _config(write_config, server)
     daemon = start_daemon(config)
     base = daemon.address()
     status, _, body = get(base + "/healthz")
@@ -175,7 +165,7 @@ def test_healthz_turns_503_when_the_store_is_gone(tmp_path: Path, write_config, 
 
 
 def test_postgresql_allows_two_daemons_and_healthz_notices_a_missing_schema(
-    postgres_url: str, write_config, feed_server, start_daemon
+    postgres_url: str, write_config, server, start_daemon
 ) -> None:
     import sqlalchemy as sa
 
@@ -183,19 +173,10 @@ def test_postgresql_allows_two_daemons_and_healthz_notices_a_missing_schema(
 
     from .conftest import POSTGRES_URL
 
-    feed_server.feed("/a", [("a1", "one", words(1))])
+    server.feed("/a", _items(("a1", "one", words(1))))
     schema = postgres_url.rsplit("%3D", 1)[1]
-    config = write_config(f"""
-        [store]
-        url = "{postgres_url}"
-        [daemon]
-        listen = "127.0.0.1:0"
-        [defaults]
-        interval = 1
-        [[sources]]
-        name = "a"
-        url = "{feed_server.url('/a')}"
-    """)
+    config = write_config(store_url=postgres_url, daemon={"listen": "127.0.0.1:0"}, defaults={"interval": 1},
+                          sources={"a": server.url("/a")})
     first, second = start_daemon(config), start_daemon(config)  # no lock on PostgreSQL
     bases = [first.address(), second.address()]
     for base in bases:

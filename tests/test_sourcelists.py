@@ -7,21 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import run_cli, write_config_file
 from ingest.config import load
 from ingest.errors import ConfigError
 from ingest.sourcelists import to_opml
 
-CONFIG = """\
-sources_files = {files}
-
-[store]
-url = "sqlite:///store.db"
-
-[[sources]]
-name = "wire"
-url = "https://wire.example/feed.xml"
-"""
 
 OPML = """\
 <?xml version="1.0" encoding="UTF-8"?>
@@ -41,16 +31,29 @@ OPML = """\
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
+    """A source file (OPML, or anything a test feeds to the loader as it is)."""
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
 
+def _config(tmp_path: Path, files: list[str], **sections: object) -> Path:
+    """ingest.toml with ``sources_files = files``, a store and one source of its own ("wire")."""
+    return write_config_file(tmp_path, sources_files=files, store_url="sqlite:///store.db",
+                             sources={"wire": "https://wire.example/feed.xml"}, **sections)
+
+
+def _source_list(directory: Path, name: str, sources: list[dict]) -> Path:
+    """A TOML source list (``[[sources]]`` tables) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_config_file(directory, name=name, sources=sources)
+
+
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
 def test_opml_outlines_become_sources_nested_category_as_tags_repeat_kept_once(tmp_path: Path, version: str) -> None:
     _write(tmp_path, "feeds.opml", OPML.format(version=version))
-    config = load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["feeds.opml"]')))
+    config = load(_config(tmp_path, ["feeds.opml"]))
     # the OPML yields 3 sources; one repeats the config's own source, so 1 + 2 remain
     assert [s.name for s in config.sources] == ["wire", "Gadget Zone", "World Times"]
     assert config.source("World Times").tags == ("News", "World")
@@ -61,11 +64,10 @@ def test_opml_outlines_become_sources_nested_category_as_tags_repeat_kept_once(t
 
 
 def test_globs_toml_files_and_defaults_apply(tmp_path: Path) -> None:
-    _write(tmp_path, "sources/a.toml", '[[sources]]\nname = "a"\nurl = "https://a.example/feed"\ntags = ["x"]\n')
-    _write(tmp_path, "sources/b.toml", '[[sources]]\nname = "b"\nurl = "local/b.xml"\n')
+    _source_list(tmp_path / "sources", "a.toml", [{"name": "a", "url": "https://a.example/feed", "tags": ["x"]}])
+    _source_list(tmp_path / "sources", "b.toml", [{"name": "b", "url": "local/b.xml"}])
     _write(tmp_path, "feeds.opml", OPML.format(version="2.0"))
-    text = CONFIG.format(files='["sources/*.toml", "feeds.opml"]') + '\n[defaults]\ninterval = "1h"\n'
-    config = load(_write(tmp_path, "ingest.toml", text))
+    config = load(_config(tmp_path, ["sources/*.toml", "feeds.opml"], defaults={"interval": "1h"}))
     assert [s.name for s in config.sources] == ["wire", "a", "b", "Gadget Zone", "World Times"]
     assert config.source("b").url == str((tmp_path / "sources" / "local" / "b.xml").resolve())  # relative to its file
     assert all(s.interval == 3600 for s in config.sources)
@@ -73,9 +75,11 @@ def test_globs_toml_files_and_defaults_apply(tmp_path: Path) -> None:
 
 def test_export_opml_then_reimport_round_trips(tmp_path: Path) -> None:
     _write(tmp_path, "feeds.opml", OPML.format(version="2.0"))
-    _write(tmp_path, "more.toml", '[[sources]]\nname = "Tagged & <odd>"\nurl = "https://odd.example/?a=1&b=2"\n'
-                                  'tags = ["News", "Tech"]\n\n[[sources]]\nname = "file"\nurl = "feeds/local.xml"\n')
-    config_path = _write(tmp_path, "ingest.toml", CONFIG.format(files='["feeds.opml", "more.toml"]'))
+    _source_list(tmp_path, "more.toml", [
+        {"name": "Tagged & <odd>", "url": "https://odd.example/?a=1&b=2", "tags": ["News", "Tech"]},
+        {"name": "file", "url": "feeds/local.xml"},
+    ])
+    config_path = _config(tmp_path, ["feeds.opml", "more.toml"])
     original = load(config_path)
     out = tmp_path / "export" / "sources.opml"
     out.parent.mkdir()
@@ -85,7 +89,7 @@ def test_export_opml_then_reimport_round_trips(tmp_path: Path) -> None:
     stdout = run_cli("sources", "-c", str(config_path), "--export-opml").stdout
     assert stdout.split("<body>")[1] == out.read_text(encoding="utf-8").split("<body>")[1]
 
-    again = load(_write(tmp_path, "export/only.toml", 'sources_files = ["sources.opml"]\n'))
+    again = load(write_config_file(tmp_path / "export", name="only.toml", sources_files=["sources.opml"]))
     def key(s):  # noqa: E306
         return (s.name, s.url, s.tags)
     web = [s for s in original.sources if not s.is_local]  # local files are not exported (and not importable)
@@ -96,7 +100,7 @@ def test_export_opml_then_reimport_round_trips(tmp_path: Path) -> None:
 
 def test_malformed_opml_is_a_one_line_config_error_naming_the_file(tmp_path: Path) -> None:
     _write(tmp_path, "broken.opml", '<?xml version="1.0"?>\n<opml version="2.0"><body>\n<outline text="a"\n</body>')
-    config_path = _write(tmp_path, "ingest.toml", CONFIG.format(files='["broken.opml"]'))
+    config_path = _config(tmp_path, ["broken.opml"])
     done = run_cli("sources", "-c", str(config_path), "--export-opml")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -115,7 +119,7 @@ def test_malformed_opml_is_a_one_line_config_error_naming_the_file(tmp_path: Pat
 def test_other_bad_source_files_are_reported(tmp_path: Path, body: str, reason: str) -> None:
     _write(tmp_path, "list.opml", body)
     with pytest.raises(ConfigError) as caught:
-        load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["list.opml"]')))
+        load(_config(tmp_path, ["list.opml"]))
     assert reason in str(caught.value) and "list.opml" in str(caught.value)
 
 
@@ -131,7 +135,7 @@ def test_entity_bomb_and_external_entity_are_refused_quickly(tmp_path: Path) -> 
     _write(tmp_path, "bomb.opml", bomb)
     started = time.perf_counter()
     with pytest.raises(ConfigError) as caught:
-        load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["bomb.opml"]')))
+        load(_config(tmp_path, ["bomb.opml"]))
     assert time.perf_counter() - started < 2
     assert "bomb.opml" in str(caught.value) and "entity" in str(caught.value)
     assert "TOP-SECRET" not in str(caught.value)
@@ -140,15 +144,15 @@ def test_entity_bomb_and_external_entity_are_refused_quickly(tmp_path: Path) -> 
 def test_a_doctype_without_entities_is_harmless(tmp_path: Path) -> None:
     _write(tmp_path, "feeds.opml", '<?xml version="1.0"?>\n<!DOCTYPE opml SYSTEM "file:///etc/passwd">\n'
                                    + OPML.format(version="2.0").split("\n", 1)[1])
-    config = load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["feeds.opml"]')))
+    config = load(_config(tmp_path, ["feeds.opml"]))
     assert len(config.sources) == 3
 
 
 def test_missing_file_and_unmatched_glob(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["nope.opml"]')))
+        load(_config(tmp_path, ["nope.opml"]))
     assert "nope.opml: file not found" in str(caught.value)
-    config = load(_write(tmp_path, "ingest.toml", CONFIG.format(files='["lists/*.opml"]')))
+    config = load(_config(tmp_path, ["lists/*.opml"]))
     assert config.warnings == ("sources_files: 'lists/*.opml' matches no file",)
 
 
@@ -170,7 +174,7 @@ def test_opml_outline_cannot_name_a_local_file(write_config, tmp_path):
         '<?xml version="1.0"?><opml version="2.0"><head/><body>'
         '<outline text="secrets" xmlUrl="/etc/passwd"/><outline text="up" xmlUrl="../../etc/hostname"/>'
         '<outline text="ok" xmlUrl="https://ok.example/feed"/></body></opml>', encoding="utf-8")
-    path = write_config('sources_files = ["list.opml"]\n')
+    path = write_config(sources_files=["list.opml"])
     with pytest.raises(ConfigError) as info:
         load(path)
     text = str(info.value)
@@ -180,6 +184,6 @@ def test_opml_outline_cannot_name_a_local_file(write_config, tmp_path):
 def test_absolute_glob_in_sources_files(write_config, tmp_path):
     folder = tmp_path / "lists"
     folder.mkdir()
-    (folder / "a.toml").write_text('[[sources]]\nname = "a"\nurl = "https://a.example/feed"\n', encoding="utf-8")
-    path = write_config(f'sources_files = ["{folder}/*.toml"]\n')
+    _source_list(folder, "a.toml", [{"name": "a", "url": "https://a.example/feed"}])
+    path = write_config(sources_files=[f"{folder}/*.toml"])
     assert [s.name for s in load(path).sources] == ["a"]
