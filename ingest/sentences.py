@@ -1,0 +1,288 @@
+"""Sentences with their numbers, and an ordered, number-aware alignment of two texts.
+
+Pure. A machine-paraphrased ("spun") copy rewrites a wire story sentence by sentence:
+word shingles barely survive (3-shingle Jaccard of spun pairs: median 0.10, the same
+as different articles on one event), but each sentence keeps several of its content
+words and all of its numbers, in the original order. Two different reports from one
+daily or weekly template keep the words and change the numbers. So a sentence is kept
+as the stems of its content words plus its numbers (and years apart), and two texts
+are aligned in order on the words; an aligned pair whose numbers disagree is counted
+against the match, not for it (docs/dedup.md, "Sentences").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import xxhash
+
+# Words whose first STEM letters agree count as one word: a crude stem that joins
+# "rescued"/"rescuers"/"rescue" and "reserves"/"reserve" (paraphrases change the
+# inflection as often as the word).
+STEM = 6
+# A sentence needs this many content words (or a number) to be aligned at all:
+# shorter pieces are datelines, bylines and captions.
+MIN_WORDS = 3
+# Two sentences are aligned candidates when they share at least this share of the
+# smaller one's content words, and at least two of them (on tune: spun copies keep a
+# median of about half of each sentence's content words; different sentences of one
+# story share under a quarter).
+SENTENCE_OVERLAP = 0.5
+MIN_SHARED_WORDS = 2
+# Two sentences are worded alike when they share this share of the larger one's content
+# words: a template's fixed sentence ("Today is Tuesday, March 26, the 86th day of
+# 2024") in two editions; an update rewords a sentence whose figures it changes.
+SAME_WORDING = 0.8
+
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
+# a sentence ends at . ! ? (and closing quotes/brackets) before a space and a capital or digit
+_END = re.compile(r"(?<=[.!?])[\"”’')\]]*\s+(?=[\"“‘'(\[]?[A-Z0-9])")
+# ... unless the piece ends in an abbreviation ("Nov.", "Mr.", "U.S.", "No.")
+_ABBREVIATION = re.compile(r"(?:\b[A-Z][a-z]{0,3}|\b(?:[A-Z]\.)+[A-Z]?|\b[Nn]o|\bvs)\.[\"”’')\]]*$")
+_YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
+
+# Month names (and their abbreviations): with a day they make one figure, the date, so
+# two reports of one template "for the week ended March 8" and "... March 15" differ
+# where they should.
+MONTHS = {
+    name: number
+    for number, names in enumerate((
+        ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",),
+        ("june", "jun"), ("july", "jul"), ("august", "aug"), ("september", "sep", "sept"),
+        ("october", "oct"), ("november", "nov"), ("december", "dec"),
+    ), start=1)
+    for name in names
+}
+# Weekdays and bare months are neither words nor figures: they are calendar values
+# ("Today is Tuesday, March 26" and "Today is Sunday, March 26" are one sentence in two
+# years' editions), and every edition of a weekly template says "on Friday".
+WEEKDAYS = {
+    name: number
+    for number, names in enumerate((
+        ("monday", "mon"), ("tuesday", "tue", "tues"), ("wednesday", "wed"), ("thursday", "thu", "thurs"),
+        ("friday", "fri"), ("saturday", "sat"), ("sunday", "sun"),
+    ), start=1)
+    for name in names
+}
+# Spelled-out numbers as digits: paraphrasers write "three" for "3" and back.
+NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+    if value >= 2  # "one" is a pronoun as often as a number
+} | {word: str(value) for word, value in (
+    ("thirty", 30), ("forty", 40), ("fifty", 50), ("sixty", 60), ("seventy", 70), ("eighty", 80), ("ninety", 90),
+)}
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    """The 100 commonest English words (wordfreq): they carry no content of their own."""
+    import wordfreq
+
+    return frozenset(w for w in wordfreq.top_n_list("en", 100) if not w.isdigit())
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """What alignment looks at in one sentence."""
+
+    words: frozenset[int]  # 16-bit hashes of the content words' stems
+    numbers: frozenset[int]  # 32-bit hashes of its numbers (years apart), months included
+    years: frozenset[int]  # four-digit years, as numbers
+
+    @property
+    def weight(self) -> int:
+        return len(self.words)
+
+
+def split(text: str) -> list[str]:
+    """The sentences of ``text``: each paragraph (line) cut after . ! ? before a capital or digit."""
+    out = []
+    for paragraph in text.splitlines():
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        start = 0
+        for match in _END.finditer(paragraph):
+            if _ABBREVIATION.search(paragraph[start : match.start()]):
+                continue
+            out.append(paragraph[start : match.start()].strip())
+            start = match.end()
+        out.append(paragraph[start:].strip())
+    return [s for s in out if s]
+
+
+def tokens(sentence: str) -> list[str]:
+    """Word and number tokens after NFKC, case kept ("4.5", "2,000" stay whole)."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", sentence))
+
+
+def number(token: str) -> str:
+    """A numeric token in one spelling: no thousands commas, no trailing decimal zeros."""
+    value = token.replace(",", "")
+    if "." in value:
+        whole, _, fraction = value.partition(".")
+        fraction = fraction.rstrip("0")
+        value = f"{whole}.{fraction}" if fraction else whole
+    return value
+
+
+def _hash16(word: str) -> int:
+    return xxhash.xxh32_intdigest(word.encode("utf-8")) & 0xFFFF
+
+
+def _hash32(value: str) -> int:
+    return xxhash.xxh32_intdigest(value.encode("utf-8"), seed=1)
+
+
+def sentence(tokens_: list[str]) -> Sentence:
+    """One sentence's content-word stems, numbers and years.
+
+    A month followed by a day ("March 8", "Nov. 28") is one number, the date: two
+    editions of a weekly template differ in it while sharing the month. A bare month
+    or weekday counts as nothing.
+    """
+    stop = stopwords()
+    words: set[int] = set()
+    numbers: set[int] = set()
+    years: set[int] = set()
+    skip = False
+    for at, token in enumerate(tokens_):
+        if skip:
+            skip = False
+            continue
+        if token[0].isdigit():
+            value = number(token)
+            if _YEAR.match(value):
+                years.add(int(value))
+            else:
+                numbers.add(_hash32(value))
+            continue
+        low = token.casefold()
+        if low in MONTHS:
+            following = tokens_[at + 1] if at + 1 < len(tokens_) else ""
+            if following.isdigit() and 1 <= int(following) <= 31:
+                numbers.add(_hash32(f"date:{MONTHS[low]}/{int(following)}"))
+                skip = True
+        elif low in WEEKDAYS or low in MONTHS:
+            continue  # a bare month or weekday: shared by every report of a weekly template
+        elif low in NUMBER_WORDS:
+            numbers.add(_hash32(NUMBER_WORDS[low]))
+        elif len(low) > 1 and low not in stop:
+            words.add(_hash16(low[:STEM]))
+    return Sentence(frozenset(words), frozenset(numbers), frozenset(years))
+
+
+def sentences(text: str, limit: int) -> tuple[Sentence, ...]:
+    """The first ``limit`` sentences of ``text`` worth aligning (MIN_WORDS content words, or a number)."""
+    out = []
+    for piece in split(text):
+        s = sentence(tokens(piece))
+        if len(s.words) >= MIN_WORDS or (s.numbers and len(s.words) >= MIN_SHARED_WORDS):
+            out.append(s)
+            if len(out) == limit:
+                break
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def numbers_agree(a: Sentence, b: Sentence) -> bool | None:
+    """Do two aligned sentences state the same figures? None when one states none.
+
+    Years first: two different years in otherwise matching sentences are two editions
+    of a template ("Today is Tuesday, March 26, the 86th day of 2024" / "... of 2023").
+    Otherwise at least half of the numbers of the sentence with fewer must be in the
+    other: an updated copy adds a figure, a report of another day changes them.
+    """
+    if a.years and b.years and not (a.years & b.years):
+        return False
+    if not a.numbers or not b.numbers:
+        return None
+    shared = len(a.numbers & b.numbers)
+    return shared > 0 and 2 * shared >= min(len(a.numbers), len(b.numbers))
+
+
+# ---------------------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """An ordered alignment of two texts' sentences and what their numbers say."""
+
+    coverage: float  # aligned words (number conflicts left out) / words of the text with fewer
+    aligned: int  # sentence pairs aligned
+    agree: int  # aligned pairs stating the same figures
+    conflict: int  # aligned pairs stating different figures (or years)
+    edition: int = 0  # near-identical aligned pairs (SAME_WORDING) that state different years
+
+
+NO_ALIGNMENT = Alignment(0.0, 0, 0, 0)
+
+
+def align(a: tuple[Sentence, ...], b: tuple[Sentence, ...]) -> Alignment:
+    """The heaviest order-keeping alignment of ``a`` and ``b`` on shared content words.
+
+    A pair of sentences may align when they share SENTENCE_OVERLAP of the smaller's
+    content words (and MIN_SHARED_WORDS); the alignment maximises the aligned words
+    (the smaller sentence's count per pair) keeping both orders (dynamic programming,
+    as for a longest common subsequence). Numbers do not steer it: they are judged on
+    the result, so a template of another day aligns well and then disagrees.
+    """
+    if not a or not b:
+        return NO_ALIGNMENT
+    weights: dict[tuple[int, int], int] = {}
+    same: set[tuple[int, int]] = set()  # pairs worded near-identically
+    where: dict[int, list[int]] = {}
+    for j, s in enumerate(b):
+        for w in s.words:
+            where.setdefault(w, []).append(j)
+    for i, s in enumerate(a):
+        shared: dict[int, int] = {}
+        for w in s.words:
+            for j in where.get(w, ()):
+                shared[j] = shared.get(j, 0) + 1
+        for j, count in shared.items():
+            smaller = min(len(s.words), len(b[j].words))
+            if count >= MIN_SHARED_WORDS and count >= SENTENCE_OVERLAP * smaller:
+                weights[i, j] = smaller
+                if count >= SAME_WORDING * max(len(s.words), len(b[j].words)):
+                    same.add((i, j))
+    if not weights:
+        return NO_ALIGNMENT
+    n, m = len(a), len(b)
+    best = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        row, below = best[i], best[i + 1]
+        for j in range(m - 1, -1, -1):
+            value = below[j] if below[j] > row[j + 1] else row[j + 1]
+            weight = weights.get((i, j))
+            if weight is not None and below[j + 1] + weight > value:
+                value = below[j + 1] + weight
+            row[j] = value
+    i = j = 0
+    aligned = agree = conflict = covered = edition = 0
+    while i < n and j < m:
+        weight = weights.get((i, j))
+        if weight is not None and best[i][j] == best[i + 1][j + 1] + weight:
+            verdict = numbers_agree(a[i], b[j])
+            aligned += 1
+            agree += verdict is True
+            conflict += verdict is False
+            covered += weight if verdict is not False else 0
+            edition += (i, j) in same and bool(a[i].years) and bool(b[j].years) and not (a[i].years & b[j].years)
+            i += 1
+            j += 1
+        elif best[i][j] == best[i + 1][j]:
+            i += 1
+        else:
+            j += 1
+    total = min(sum(s.weight for s in a), sum(s.weight for s in b)) or 1
+    return Alignment(round(covered / total, 4), aligned, agree, conflict, edition)
