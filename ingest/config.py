@@ -101,6 +101,14 @@ class DedupConfig:
     seed: int = 1
     canonical: str = "earliest"
     max_candidates: int = 20
+    # Paraphrase evidence (docs/dedup.md): sentences aligned in order with agreeing
+    # numbers, together with shared rare entities; a number/date guard on every
+    # similarity match; index keys over rare entities. False: the decision as it was.
+    paraphrase: bool = True
+    sentence_share: float = 0.45
+    entity_share: float = 0.5
+    min_entities: int = 2
+    window: float = 3 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -262,6 +270,11 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
         "seed": (INT, "MinHash seed (changing it requires `ingest resign`)"),
         "canonical": (_choice("earliest", "priority", "longest"), "which item represents a cluster"),
         "max_candidates": (_bounded(INT, 1, 1000), "LSH candidates verified per new item"),
+        "paraphrase": (BOOL, "also match paraphrased copies (sentences + rare entities) and guard every match against reports of another day (false: shingles only)"),
+        "sentence_share": (_bounded(NUMBER, 0.1, 1.0), "share of the shorter text's words in sentences aligned in order, numbers agreeing, for a paraphrase match"),
+        "entity_share": (_bounded(NUMBER, 0.1, 1.0), "share of the smaller set of rare entities (uncommon names, long numbers) both texts must have for a paraphrase match"),
+        "min_entities": (_bounded(INT, 1, 100), "rare entities both texts must have for a paraphrase match"),
+        "window": (_duration(3600), "paraphrase matches only between items published (else fetched) at most this far apart; also the time bucket of the entity index keys (changing it requires `ingest resign`)"),
     },
     "daemon": {
         "workers": (_bounded(INT, 1, 64), "sources polled at once"),

@@ -18,6 +18,7 @@ import hashlib
 import sys
 import types
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
@@ -25,7 +26,9 @@ import numpy as np
 import xxhash
 
 from ingest.config import DedupConfig
-from ingest.models import Candidate, DedupDecision, Fingerprint, Member
+from ingest.features import EMPTY, VERSION as FEATURES_VERSION, Features, decode, encode, entity_overlap, extract
+from ingest.models import Candidate, DedupDecision, Fingerprint, Member, Signal
+from ingest.sentences import NO_ALIGNMENT, Alignment, align
 from ingest.text import normalize_words
 
 
@@ -82,6 +85,17 @@ LEAD_PERM = 32
 # them; the decision still verifies every candidate.
 PARAGRAPH_KEYS = 24
 PARAGRAPH_SEED = 0x5EED_0001
+# Rare-entity keys: a paraphrase keeps names and figures, not word triples (today's
+# word bands proposed 113 of the 321 same-story pairs of the real copies, none of most
+# spun copies). Bands of 2 rows over a MinHash of the ~7 rare entities of an item: 12
+# bands proposed 247 of 321 (85 of 115 pairs with a spun copy) with 0.9 other-story
+# candidates an item on that (dense, one-topic) corpus; 3 rows x 16: 228 and 0.45;
+# 1 row x 8: 272 and 4.4. Grouped by time (SignatureScheme.entity_bucket = the
+# window), so a million stored items propose no more than the window's items do.
+ENTITY_BANDS = 12
+ENTITY_ROWS = 2
+ENTITY_SEED = 0x5EED_0002
+MIN_KEY_ENTITIES = 2
 
 # A paragraph of at least PASSAGE_WORDS words is body text; shorter lines are what site
 # chrome is made of (headlines of related stories, captions, navigation, share prompts).
@@ -135,6 +149,12 @@ class SignatureScheme:
     lead_words: int = LEAD_WORDS
     lead_perm: int = LEAD_PERM
     paragraph_keys: int = PARAGRAPH_KEYS
+    # stored features and the rare-entity keys (bands of a MinHash over the entities,
+    # grouped by publication time in buckets of ``entity_bucket`` seconds)
+    features: str = f"sentences-entities-v{FEATURES_VERSION}"
+    entity_bands: int = ENTITY_BANDS
+    entity_rows: int = ENTITY_ROWS
+    entity_bucket: float = 3 * 86400.0
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -144,7 +164,7 @@ def scheme_for(cfg: DedupConfig, rows: int = LSH_ROWS) -> SignatureScheme:
     """The signature scheme and LSH banding for a dedup config (``rows`` for the sweep)."""
     return SignatureScheme(
         num_perm=cfg.num_perm, seed=cfg.seed, shingle_size=cfg.shingle_size,
-        bands=cfg.num_perm // rows, rows=rows,
+        bands=cfg.num_perm // rows, rows=rows, entity_bucket=cfg.window,
     )
 
 
@@ -175,13 +195,17 @@ def band_keys(values: np.ndarray, rows: int, first_band: int = 0) -> tuple[int, 
     return tuple(keys)
 
 
-def fingerprint(text: str, scheme: SignatureScheme) -> Fingerprint:
-    """Content hash, shingle count, MinHash signature and index keys of a clean text.
+def fingerprint(text: str, scheme: SignatureScheme, when: datetime | None = None) -> Fingerprint:
+    """Content hash, shingle count, MinHash signature, features and index keys of a clean text.
 
     Keys: the LSH bands of the whole text's signature; the bands of a small signature
     of the body's first ``lead_words`` words (teasers and cut-off copies share their
-    opening, not their length); and one key per body paragraph (>= PASSAGE_WORDS
-    words) for copies whose overlap site chrome has diluted below what bands find.
+    opening, not their length); one key per body paragraph (>= PASSAGE_WORDS words)
+    for copies whose overlap site chrome has diluted below what bands find; and the
+    bands of a small MinHash over the rare entities, in the time bucket of ``when``
+    (published, else fetched): a paraphrase shares few shingles but most names and
+    figures. ``probe_keys`` are the same entity bands in the two neighbouring buckets,
+    looked up but not stored, so items up to a bucket apart meet.
     """
     paragraphs = _paragraph_words(text)
     words = [w for ws in paragraphs for w in ws]
@@ -196,11 +220,57 @@ def fingerprint(text: str, scheme: SignatureScheme) -> Fingerprint:
         keys += band_keys(lead_values, scheme.rows, first_band=scheme.bands)
     if scheme.paragraph_keys:
         keys += tuple(dict.fromkeys(_paragraph_key(ws) for ws in body[: scheme.paragraph_keys]))
+    features = extract(text)
+    bucket = _bucket(when, scheme)
+    keys += entity_keys(features.entities, bucket, scheme)
+    probes = entity_keys(features.entities, bucket - 1, scheme) + entity_keys(features.entities, bucket + 1, scheme)
     return Fingerprint(
         content_hash=hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest(),
         shingle_count=len(shingle_set),
         signature=values.astype("<u4").tobytes(),
         band_keys=keys,
+        features=encode(features),
+        probe_keys=probes,
+    )
+
+
+def _bucket(when: datetime | None, scheme: SignatureScheme) -> int:
+    # no time known (a text compared on its own): bucket 0
+    return int(when.timestamp() // scheme.entity_bucket) if when is not None else 0
+
+
+def probe_keys(features: bytes, when: datetime | None, scheme: SignatureScheme) -> tuple[int, ...]:
+    """The entity keys of the buckets next to ``when``'s, for stored features (re-clustering)."""
+    entities = decode(features).entities
+    bucket = _bucket(when, scheme)
+    return entity_keys(entities, bucket - 1, scheme) + entity_keys(entities, bucket + 1, scheme)
+
+
+@lru_cache(maxsize=4)
+def _entity_permutations(count: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(ENTITY_SEED)
+    return rng.integers(1, 2**32, count, dtype=np.uint64) | np.uint64(1), rng.integers(0, 2**32, count, dtype=np.uint64)
+
+
+def entity_keys(entities: frozenset[int], bucket: int, scheme: SignatureScheme) -> tuple[int, ...]:
+    """One key per band of a MinHash over the entity hashes, mixed with the time bucket.
+
+    Only for texts with at least MIN_KEY_ENTITIES entities: with one, every band is
+    that entity alone, which far too many texts share. The permutations are
+    multiply-add hashes mod 2**32 (32 of them cost ~10 us with numpy).
+    """
+    if len(entities) < MIN_KEY_ENTITIES or not scheme.entity_bands:
+        return ()
+    count = scheme.entity_bands * scheme.entity_rows
+    a, b = _entity_permutations(count)
+    values = np.array(sorted(entities), dtype=np.uint64)
+    mins = ((a[:, None] * values[None, :] + b[:, None]) & np.uint64(0xFFFF_FFFF)).min(axis=1).astype("<u4")
+    stamp = int(bucket).to_bytes(8, "little", signed=True)
+    rows = scheme.entity_rows
+    return tuple(
+        xxhash.xxh64_intdigest(mins[band * rows : (band + 1) * rows].tobytes() + stamp, seed=ENTITY_SEED + band)
+        & 0x7FFF_FFFF_FFFF_FFFF
+        for band in range(scheme.entity_bands)
     )
 
 
@@ -316,46 +386,134 @@ def compare(a: frozenset[str], b: frozenset[str], cfg: DedupConfig) -> tuple[flo
 
 
 @dataclass(frozen=True)
+class Paraphrase:
+    """The paraphrase evidence between two texts: rare entities, sentence alignment, time apart."""
+
+    entities: int  # rare entities both have
+    entity_share: float  # that count over the smaller entity set
+    alignment: Alignment
+    seconds: float | None  # publication (else fetch) times apart; None when a time is unknown
+
+    @property
+    def template(self) -> bool:
+        """Aligned sentences state other figures or another year: a report of another day.
+
+        A near-identical sentence with another year is another edition of a template
+        (on tune: never within a story); otherwise the figures must not disagree in
+        more aligned sentences than they agree in, counting at least two conflicts (an
+        update changes one figure; a report of another week changes most of them).
+        """
+        a = self.alignment
+        return a.edition > 0 or (a.conflict >= TEMPLATE_CONFLICTS and a.conflict >= a.agree)
+
+
+# Conflicting aligned sentences (more than agreeing ones) that make two texts reports of
+# another day: on tune, 1 same-story pair of 168 has two, 311 other pairs of 810 do.
+TEMPLATE_CONFLICTS = 1
+NO_PARAPHRASE = Paraphrase(0, 0.0, NO_ALIGNMENT, None)
+# A paraphrase is recognised sentence by sentence: one or two shared sentences are what
+# different articles on one event have (a quoted statement, the same lead fact).
+MIN_ALIGNED = 3
+
+
+@dataclass(frozen=True)
 class Match:
     candidate: Candidate
     sim: Similarity
+    para: Paraphrase = NO_PARAPHRASE
+    method: str = ""  # the rule met: sim.method unless the guard vetoed it, or "paraphrase"
 
-    @property
-    def method(self) -> str:
-        return self.sim.method
+
+def paraphrase(new: Features, other: Features, sim: Similarity, seconds: float | None, cfg: DedupConfig) -> Paraphrase:
+    """Entity overlap (cheap, always) and the sentence alignment when it can matter.
+
+    The alignment (~0.1 ms a pair) runs only when the shingles matched (for the guard)
+    or the entities and the time window already allow a paraphrase match.
+    """
+    shared, share = entity_overlap(new, other)
+    in_window = seconds is None or seconds <= cfg.window
+    if sim.method or (in_window and (
+        (shared >= cfg.min_entities and share >= cfg.entity_share) or sim.containment >= cfg.containment * CORROBORATE
+    )):
+        return Paraphrase(shared, share, align(new.sentences, other.sentences), seconds)
+    return Paraphrase(shared, share, NO_ALIGNMENT, seconds)
+
+
+def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
+    """The rule a candidate meets: a shingle rule unless the numbers say another day, else
+    aligned sentences corroborated by shingles ("sentences") or by rare entities ("paraphrase")."""
+    if not cfg.paraphrase:
+        return sim.method
+    if para.template:
+        return ""
+    if sim.method:
+        return sim.method
+    if _aligned(para, cfg, 1.0) and sim.containment >= cfg.containment * CORROBORATE:
+        return "sentences"
+    if _paraphrased(para, cfg, 1.0):
+        return "paraphrase"
+    return ""
+
+
+# Aligned sentences are corroborated by shingles when this share of the containment bar
+# is reached: a copy diluted by site chrome and cut elsewhere (tune: copies' containment
+# median 0.32, different articles at most 0.4 once templates are guarded against).
+CORROBORATE = 0.5
+
+
+def _aligned(para: Paraphrase, cfg: DedupConfig, scale: float) -> bool:
+    """In the window, with ``scale`` times sentence_share of the shorter text aligned?"""
+    return (para.seconds is None or para.seconds <= cfg.window) and para.alignment.coverage >= cfg.sentence_share * scale
+
+
+def _paraphrased(para: Paraphrase, cfg: DedupConfig, scale: float) -> bool:
+    """Do the paraphrase signals reach ``scale`` times their thresholds (1: a match, less: support)?"""
+    return (
+        _aligned(para, cfg, scale)
+        and para.entities >= max(1, round(cfg.min_entities * scale))
+        and para.entity_share >= cfg.entity_share * scale
+        and para.alignment.aligned >= max(1, round(MIN_ALIGNED * scale))
+    )
 
 
 def decide(
     text: str, title: str, candidates: Sequence[Candidate], cfg: DedupConfig, shingle_count: int | None = None,
+    features: bytes | None = None, when: datetime | None = None,
 ) -> DedupDecision:
     """Which cluster a new text joins, verified against each candidate's real text.
 
-    Exact copies come first: the same canonical URL, or the same normalised text (for
-    very short texts only together with the same title). Otherwise a cluster is joined
-    when some member matches (Jaccard >= threshold; a teaser contained >= containment;
-    or >= min_passages body paragraphs found near-verbatim, covering >= passage_share
-    of the text with fewer of them) *and* the cluster's canonical item supports the
-    match (Jaccard or containment at half those levels, or two shared body
-    paragraphs): one bridging member cannot pull a different story in. The best-scoring
-    cluster wins; two existing clusters are never merged.
+    Exact copies come first: the same canonical URL, or the same normalised text
+    (never for texts too short to compare: those join by URL only). Otherwise a
+    cluster is joined when some member matches: on shingles (Jaccard >= threshold; a
+    teaser contained >= containment; or >= min_passages body paragraphs found
+    near-verbatim, covering >= passage_share of the text with fewer of them), or, with
+    ``paraphrase``, on sentences and entities (>= sentence_share of the shorter text
+    in sentences aligned in order with agreeing numbers, and >= min_entities rare
+    entities shared, >= entity_share of the smaller set, published within
+    ``window``); and no match stands when the aligned sentences state other figures
+    or another year (a template report of another day). The cluster's canonical item
+    must support the match (the same signals at half their levels): one bridging
+    member cannot pull a different story in. The best-scoring cluster wins; two
+    existing clusters are never merged.
 
     ``shingle_count`` (the fingerprint's) spares shingling the text when there are
-    no candidates to verify, which is most items.
+    no candidates to verify, which is most items; ``features`` (the fingerprint's)
+    spares extracting them again; ``when`` is the item's publication (else fetch) time.
     """
     if not candidates:
         count = len(shingles(text, cfg.shingle_size)) if shingle_count is None else shingle_count
         return DedupDecision(kind="new", candidates=0, reason=_too_short(count, cfg) or "no candidates")
     new = prepare(text, cfg.shingle_size)
-    exact = _exact(new.shingles, title, candidates, cfg)
+    exact = _exact(new.shingles, candidates, cfg)
     if exact is not None:
         return exact
     short = _too_short(len(new.shingles), cfg)
     if short:
         return DedupDecision(kind="new", candidates=len(candidates), reason=short)
+    new_features = (decode(features) if features else extract(text)) if cfg.paraphrase else EMPTY
     by_cluster: dict[int, list[Match]] = {}
     for candidate in candidates:
-        sim = similarity(new, prepare(candidate.text, cfg.shingle_size), cfg)
-        by_cluster.setdefault(candidate.cluster_id, []).append(Match(candidate, sim))
+        by_cluster.setdefault(candidate.cluster_id, []).append(_compare(new, new_features, when, candidate, cfg))
 
     matched: list[tuple[float, int, Match, Match | None]] = []
     for cluster_id, matches in by_cluster.items():
@@ -364,17 +522,18 @@ def decide(
             continue
         top = max(hits, key=_score)
         canonical = next((m for m in matches if m.candidate.is_canonical), None)
-        if canonical is not None and canonical is not top and not _supports(canonical.sim, cfg):
+        if canonical is not None and canonical is not top and not _supports(canonical, cfg):
             continue
         matched.append((_score(top), cluster_id, top, canonical))
     if not matched:
-        closest = max((m for ms in by_cluster.values() for m in ms), key=_score, default=None)
+        closest = max((m for ms in by_cluster.values() for m in ms), key=_closeness, default=None)
         reason = "no candidates" if closest is None else (
-            f"closest item {closest.candidate.item_id}: jaccard {closest.sim.jaccard:.2f}, "
-            f"containment {closest.sim.containment:.2f}, {closest.sim.passages} shared paragraphs "
-            f"(below threshold {cfg.threshold} / {cfg.containment} / {cfg.min_passages})"
+            f"closest item {closest.candidate.item_id}: " + _describe(closest, cfg)
         )
-        return DedupDecision(kind="new", candidates=len(candidates), reason=reason)
+        return DedupDecision(
+            kind="new", candidates=len(candidates), reason=reason,
+            evidence=_evidence(closest, cfg) if closest is not None else (),
+        )
     score, cluster_id, top, canonical = max(matched, key=lambda m: (m[0], -m[1]))
     canon_sim = canonical.sim.jaccard if canonical is not None else top.sim.jaccard
     absorb = _absorbable(matched, cluster_id, canonical, by_cluster, new, cfg)
@@ -383,12 +542,75 @@ def decide(
         method=top.method, similarity=round(top.sim.jaccard, 4), containment=round(top.sim.containment, 4),
         canonical_similarity=round(canon_sim, 4), candidates=len(candidates), absorb=absorb,
         reason=(
-            f"{top.method}: jaccard {top.sim.jaccard:.2f}, containment {top.sim.containment:.2f}, "
-            f"{top.sim.passages} shared paragraphs ({top.sim.passage_share:.0%}) "
-            f"with item {top.candidate.item_id}; canonical jaccard {canon_sim:.2f}"
+            f"{top.method}: {_describe(top, cfg)} with item {top.candidate.item_id}; canonical jaccard {canon_sim:.2f}"
             + (f"; takes in lone item(s) of cluster(s) {', '.join(map(str, absorb))}" if absorb else "")
         ),
+        evidence=_evidence(top, cfg),
     )
+
+
+def _compare(new: Text, features: Features, when: datetime | None, candidate: Candidate, cfg: DedupConfig) -> Match:
+    """Every signal between a new text and one candidate, and the rule they meet."""
+    sim = similarity(new, prepare(candidate.text, cfg.shingle_size), cfg)
+    para = (
+        paraphrase(features, decode(candidate.features), sim, _apart(when, candidate.when), cfg)
+        if cfg.paraphrase else NO_PARAPHRASE
+    )
+    return Match(candidate, sim, para, _method(sim, para, cfg))
+
+
+def _apart(a: datetime | None, b: datetime | None) -> float | None:
+    """Seconds between two times (None when either is unknown)."""
+    return abs((a - b).total_seconds()) if a is not None and b is not None else None
+
+
+def _describe(match: Match, cfg: DedupConfig) -> str:
+    """The numbers of a match in one line (the decision's reason)."""
+    sim, para = match.sim, match.para
+    line = (
+        f"jaccard {sim.jaccard:.2f}, containment {sim.containment:.2f}, "
+        f"{sim.passages} shared paragraphs ({sim.passage_share:.0%})"
+    )
+    if cfg.paraphrase:
+        a = para.alignment
+        line += (
+            f", sentences {a.coverage:.0%} aligned ({a.agree} agree, {a.conflict} disagree on numbers"
+            f"{f', {a.edition} on the year' if a.edition else ''}), {para.entities} rare entities shared "
+            f"({para.entity_share:.0%})"
+        )
+        if para.template:
+            line += ": numbers say another day"
+    if not match.method:
+        line += (
+            f" (below threshold {cfg.threshold} / {cfg.containment} / {cfg.min_passages}"
+            + (f" / sentences {cfg.sentence_share} with {cfg.min_entities} entities" if cfg.paraphrase else "")
+            + ")"
+        )
+    return line
+
+
+def _evidence(match: Match, cfg: DedupConfig) -> tuple[Signal, ...]:
+    """The signals of one match with their thresholds, as stored values."""
+    sim = match.sim
+    out = [
+        Signal("jaccard", round(sim.jaccard, 4), cfg.threshold, sim.jaccard >= cfg.threshold),
+        Signal("containment", round(sim.containment, 4), cfg.containment, sim.containment >= cfg.containment),
+        Signal("paragraphs", sim.passages, cfg.min_passages, sim.method == "passages"),
+    ]
+    if cfg.paraphrase:
+        para, a = match.para, match.para.alignment
+        out += [
+            Signal("sentences", a.coverage, cfg.sentence_share, a.coverage >= cfg.sentence_share),
+            Signal("entities", para.entities, cfg.min_entities, para.entities >= cfg.min_entities),
+            Signal("entity_share", round(para.entity_share, 4), cfg.entity_share, para.entity_share >= cfg.entity_share),
+            # numbers: conflicting minus agreeing aligned sentences; passes below TEMPLATE_CONFLICTS
+            Signal("numbers", a.conflict - a.agree + (TEMPLATE_CONFLICTS if a.edition else 0), TEMPLATE_CONFLICTS,
+                   not para.template),
+        ]
+        if para.seconds is not None:
+            out.append(Signal("window_hours", round(para.seconds / 3600, 2), round(cfg.window / 3600, 2),
+                              para.seconds <= cfg.window))
+    return tuple(out)
 
 
 def _absorbable(
@@ -404,7 +626,9 @@ def _absorbable(
     with the new text is also in the chosen cluster's canonical item (or it matches
     that item outright): a new text that bridges two stories shares one story with the
     cluster and the other with the lone item, so it cannot carry one into the other.
-    The store moves the item only if its cluster still has one item.
+    A lone item matched on sentences or as a paraphrase joins only when it matches
+    the canonical item itself (as it would have, had it come after it). The store
+    moves the item only if its cluster still has one item.
     """
     if canonical is None:
         return ()
@@ -415,6 +639,11 @@ def _absorbable(
         if cluster_id == chosen or len(members) != 1 or not top.candidate.is_canonical:
             continue
         lone = prepare(top.candidate.text, cfg.shingle_size)
+        if top.method in ("sentences", "paraphrase"):
+            alone = top.candidate
+            if _compare(lone, decode(alone.features), alone.when, canonical.candidate, cfg).method:
+                out.append(cluster_id)
+            continue
         shared = lone.shingles & new.shingles
         if not _covered(lone, new, shared, cfg):
             continue  # the new text is part of the lone one (a digest quoting it), not a copy of it
@@ -434,19 +663,25 @@ def _covered(lone: Text, new: Text, shared: frozenset[str], cfg: DedupConfig) ->
 
 
 def _too_short(shingle_count: int, cfg: DedupConfig) -> str:
-    """Why a text this short merges only by URL or exact content ('' when it is long enough)."""
+    """Why a text this short merges only by URL ('' when it is long enough)."""
     if shingle_count < cfg.min_shingles:
-        return f"{shingle_count} shingles < min_shingles={cfg.min_shingles}: only exact matches merge"
+        return f"{shingle_count} shingles < min_shingles={cfg.min_shingles}: too short to compare, joins by URL only"
     return ""
 
 
-def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision | None:
+def _exact(new: frozenset[str], candidates: Sequence[Candidate], cfg: DedupConfig) -> DedupDecision | None:
+    """The same canonical URL, else the same normalised text (only for texts long enough to compare).
+
+    Two one-line texts alike ("Photo gallery", a bare headline) say nothing about being
+    one story, whatever their titles: they join only by URL.
+    """
+    long_enough = len(new) >= cfg.min_shingles
     for method, flag in (("url", "same_url"), ("content_hash", "same_content")):
+        if method == "content_hash" and not long_enough:
+            continue
         for c in candidates:
             if not getattr(c, flag):
                 continue
-            if method == "content_hash" and len(new) < cfg.min_shingles and normalize_words(title) != normalize_words(c.title):
-                continue  # two one-line texts alike are not one story unless their titles agree
             return DedupDecision(
                 kind="duplicate", cluster_id=c.cluster_id, matched_item_id=c.item_id, method=method,
                 similarity=1.0 if method == "content_hash" else 0.0, containment=1.0 if method == "content_hash" else 0.0,
@@ -456,20 +691,35 @@ def _exact(new: frozenset[str], title: str, candidates: Sequence[Candidate], cfg
 
 
 def _score(match: Match) -> float:
-    # Jaccard ranks copies; a contained teaser or shared paragraphs rank by their share
-    # scaled onto that range. Sharing the opening paragraph counts extra: a teaser is
-    # contained as much in a digest quoting it (and a digest is short, so its Jaccard is
-    # higher) as in its own full text, but only the full text opens with it.
-    base = max(match.sim.jaccard, match.sim.containment * 0.5, match.sim.passage_share * 0.5 if match.method else 0.0)
-    return base + (LEAD_BONUS if match.sim.same_lead else 0.0)
+    # Jaccard ranks copies; a contained teaser, shared paragraphs or aligned sentences
+    # rank by their share scaled onto that range. Sharing the opening paragraph counts
+    # extra: a teaser is contained as much in a digest quoting it (and a digest is
+    # short, so its Jaccard is higher) as in its own full text, but only the full
+    # text opens with it.
+    sim = match.sim
+    base = max(
+        sim.jaccard, sim.containment * 0.5, sim.passage_share * 0.5 if match.method else 0.0,
+        match.para.alignment.coverage * 0.5 if match.method in ("sentences", "paraphrase") else 0.0,
+    )
+    return base + (LEAD_BONUS if sim.same_lead else 0.0)
 
 
-def _supports(canonical: Similarity, cfg: DedupConfig) -> bool:
+def _closeness(match: Match) -> float:
+    """How near a candidate that matched nothing came (for the reason of a new cluster)."""
+    return max(_score(match), match.para.alignment.coverage * 0.5)
+
+
+def _supports(canonical: Match, cfg: DedupConfig) -> bool:
+    """Does the cluster's canonical item back a match with another member (half the levels)?"""
+    sim = canonical.sim
+    if cfg.paraphrase and canonical.para.template:
+        return False
     return (
         bool(canonical.method)
-        or canonical.jaccard >= cfg.threshold / 2
-        or canonical.containment >= cfg.containment / 2
-        or (cfg.min_passages > 0 and canonical.passages >= 2)
+        or sim.jaccard >= cfg.threshold / 2
+        or sim.containment >= cfg.containment / 2
+        or (cfg.min_passages > 0 and sim.passages >= 2)
+        or (cfg.paraphrase and _paraphrased(canonical.para, cfg, 0.5))
     )
 
 

@@ -136,6 +136,12 @@ class Fingerprint:
     shingle_count: int
     signature: bytes  # num_perm uint32 values, little-endian
     band_keys: tuple[int, ...]
+    # sentences with their numbers and the rare entities (ingest.features.encode);
+    # computed with the signature so the writer decodes instead of re-reading text
+    features: bytes = b""
+    # index keys looked up but not stored: the rare-entity bands of the neighbouring
+    # time buckets (dedup.fingerprint)
+    probe_keys: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,8 @@ class Candidate:
     band_hits: int = 0
     same_url: bool = False  # same canonical URL as the new item
     same_content: bool = False  # same content hash as the new item
+    features: bytes = b""  # as stored (Fingerprint.features); b"" for items stored before them
+    when: datetime | None = None  # published, else fetched (aware UTC): the time window's reference
 
 
 @dataclass(frozen=True)
@@ -164,13 +172,26 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """One measured value that took part in a dedup decision, and the bar it was held to."""
+
+    name: str  # e.g. "jaccard", "containment", "sentences", "entities", "numbers", "window"
+    value: float
+    threshold: float
+    passed: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "value": self.value, "threshold": self.threshold, "passed": self.passed}
+
+
+@dataclass(frozen=True)
 class DedupDecision:
     """Where a new item goes, and the numbers behind it, stored so it can be explained."""
 
     kind: str  # "new" | "duplicate"
     cluster_id: int | None = None
     matched_item_id: int | None = None
-    method: str = "none"  # "none" | "url" | "content_hash" | "minhash" | "containment"
+    method: str = "none"  # "none" | "url" | "content_hash" | "minhash" | "containment" | "passages" | "paraphrase"
     similarity: float = 0.0  # Jaccard of shingle sets with the matched item
     containment: float = 0.0  # share of the smaller text's shingles found in the other
     canonical_similarity: float = 0.0
@@ -179,6 +200,8 @@ class DedupDecision:
     # one-item clusters that also match this text and the chosen cluster's canonical:
     # the store moves their item into the chosen cluster (arrival order undone)
     absorb: tuple[int, ...] = ()
+    # the signals of the match (or of the closest candidate when none matched), stored as values
+    evidence: tuple[Signal, ...] = ()
 
 
 @dataclass(frozen=True)
