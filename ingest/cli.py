@@ -361,7 +361,8 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
             "cluster": item.cluster_id, "canonical": item.canonical_item_id,
             "decision": {"method": item.decision_method, "similarity": item.decision_similarity,
                          "containment": item.decision_containment, "matched_item": item.decision_matched_item_id,
-                         "reason": item.decision_reason},
+                         "reason": item.decision_reason,
+                         "evidence": [s.as_dict() for s in item.decision_evidence]},
             "members": members, "notes": item.notes,
             "canonical_changes": [
                 {"id": c.change_id, "cluster_id": c.cluster_id, "old_item_id": c.old_item_id,
@@ -385,6 +386,8 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     print()
     print(f"cluster {item.cluster_id}, canonical item {item.canonical_item_id}")
     print(f"decision: {item.decision_method} - {item.decision_reason}")
+    for s in item.decision_evidence:  # the signals that decided, with their bars
+        print(f"  {'pass' if s.passed else 'fail'}  {s.name:<13} {s.value:>8g}  (threshold {s.threshold:g})")
     for m in members:
         mark = "*" if m["id"] == item.canonical_item_id else " "
         sim = f"{m['similarity']:.2f}" if m["similarity"] is not None else "  - "

@@ -105,7 +105,7 @@ class DedupConfig:
     # numbers, together with shared rare entities; a number/date guard on every
     # similarity match; index keys over rare entities. False: the decision as it was.
     paraphrase: bool = True
-    sentence_share: float = 0.45
+    sentence_share: float = 0.5
     entity_share: float = 0.5
     min_entities: int = 2
     window: float = 3 * 86400.0

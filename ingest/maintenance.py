@@ -44,19 +44,19 @@ def reprocess(
 
 
 def _recleaned(
-    text: str, rules: RuleSet, learned: frozenset[str], scheme: dedup.SignatureScheme
+    text: str, when: datetime | None, rules: RuleSet, learned: frozenset[str], scheme: dedup.SignatureScheme
 ) -> tuple[str, Fingerprint, tuple[Removal, ...]] | None:
-    """A stored text cleaned again with the rules and learned paragraphs in force now."""
+    """A stored text (of time ``when``) cleaned again with the rules and learned paragraphs in force now."""
     document = clean(Document(title="", text=text), rules, learned)
     if document.text == text:
         return None
-    return document.text, dedup.fingerprint(document.text, scheme), document.removals
+    return document.text, dedup.fingerprint(document.text, scheme, when), document.removals
 
 
 def resign(config: Config, store: Store) -> int:
     """Re-sign every stored text with the config's dedup settings and rebuild the index; items re-signed."""
     scheme = dedup.scheme_for(config.dedup)
-    return store.resign(lambda text: dedup.fingerprint(text, scheme), scheme.as_dict())
+    return store.resign(lambda text, when: dedup.fingerprint(text, scheme, when), scheme.as_dict())
 
 
 @dataclass(frozen=True)

@@ -410,6 +410,7 @@ class ItemDetail:
     removals: tuple[Removal, ...]
     members: tuple[ClusterMember, ...]
     canonical_changes: tuple[CanonicalChange, ...]
+    decision_evidence: tuple[Signal, ...] = ()  # the signals the decision stored (none before migration 2)
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease 
     prepared_with = learned
     done = 0
     stopped = False
-    for chunk in _prepared(fresh, source, deps, learned, timer):
+    for chunk in _prepared(fresh, source, deps, learned, timer, result.fetched_at or deps.clock()):
         # the chunk's items are ready: one write batch (each item still all or nothing)
         with timer.stage("store"), deps.store.writer() as writer:
             for item in chunk:
@@ -208,7 +208,10 @@ def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps, lease: L
         canonical_url=_canonical(item.entry.url),
         document=document,
         fp=fp,
-        decide=partial(dedup.decide, document.text, document.title, cfg=cfg.dedup, shingle_count=fp.shingle_count),
+        decide=partial(
+            dedup.decide, document.text, document.title, cfg=cfg.dedup, shingle_count=fp.shingle_count,
+            features=fp.features, when=item.when,
+        ),
         policy=canonical_policy(cfg.dedup.canonical),
         max_candidates=cfg.dedup.max_candidates,
         paragraph_keys=item.paragraph_keys,
@@ -223,16 +226,16 @@ def _cleaned_again(item: Prepared, rules: RuleSet, learned: frozenset[str], sche
     """``item`` cleaned from its raw extraction with the learned paragraphs known now."""
     assert item.raw is not None
     document = clean(item.raw, rules, learned)
-    fp = dedup.fingerprint(document.text, scheme)
+    fp = dedup.fingerprint(document.text, scheme, item.when)
     return replace(item, document=document, fp=fp, paragraph_keys=tuple(_paragraph_keys(document)))
 
 
 def _without_learned(
-    text: str, learned: frozenset[str], scheme: dedup.SignatureScheme
+    text: str, learned: frozenset[str], when: datetime | None, scheme: dedup.SignatureScheme
 ) -> tuple[str, Fingerprint, tuple[Removal, ...]] | None:
-    """A stored text re-cleaned of newly learned paragraphs, re-fingerprinted (None: unchanged)."""
+    """A stored text (of time ``when``) re-cleaned of newly learned paragraphs, re-fingerprinted (None: unchanged)."""
     cleaned, removed = strip_learned(text, learned)
-    return (cleaned, dedup.fingerprint(cleaned, scheme), removed) if removed else None
+    return (cleaned, dedup.fingerprint(cleaned, scheme, when), removed) if removed else None
 
 
 # ---------------------------------------------------------------------------- CPU work (in pool workers)
@@ -250,6 +253,7 @@ class Prepared:
     paragraph_keys: tuple[tuple[str, str], ...] = ()  # of ``document``, for learning boilerplate
     extract_seconds: float = 0.0  # extract + clean
     dedup_seconds: float = 0.0  # fingerprint
+    when: datetime | None = None  # published, else the feed's fetch time: the dedup time window's reference
 
 
 def parse_timed(result: FetchResult) -> tuple[ParsedFeed, float]:
@@ -265,8 +269,12 @@ def prepare_entries(
     extract_cfg: ExtractConfig,
     learned: frozenset[str],
     scheme: dedup.SignatureScheme,
+    fetched_at: datetime | None = None,
 ) -> list[Prepared]:
-    """Extract, clean and fingerprint entries (with their pages and page notes); pure, for pool workers."""
+    """Extract, clean and fingerprint entries (with their pages and page notes); pure, for pool workers.
+
+    ``fetched_at`` (the feed's fetch time) stands in for a missing publication time.
+    """
     rules = ruleset(extract_cfg.builtin_rules, source.strip)
     out: list[Prepared] = []
     for entry, page, note in jobs:
@@ -281,17 +289,21 @@ def prepare_entries(
             continue
         keys = tuple(_paragraph_keys(document))
         extracted = time.perf_counter()
-        fp = dedup.fingerprint(document.text, scheme)
-        out.append(Prepared(entry, raw, document, fp, None, keys, extracted - started, time.perf_counter() - extracted))
+        when = document.published_at or fetched_at
+        fp = dedup.fingerprint(document.text, scheme, when)
+        out.append(Prepared(
+            entry, raw, document, fp, None, keys, extracted - started, time.perf_counter() - extracted, when,
+        ))
     return out
 
 
 def _prepared(
-    fresh: list[Entry], source: SourceConfig, deps: Deps, learned: frozenset[str], timer: _Timer
+    fresh: list[Entry], source: SourceConfig, deps: Deps, learned: frozenset[str], timer: _Timer,
+    fetched_at: datetime,
 ) -> Iterator[list[Prepared]]:
     """The entries to store, prepared, in order and in write batches (in the pool when there is one)."""
     chunks = [fresh[i : i + pool.CHUNK_ENTRIES] for i in range(0, len(fresh), pool.CHUNK_ENTRIES)]
-    args = (source, deps.config.extract, learned, deps.scheme)
+    args = (source, deps.config.extract, learned, deps.scheme, fetched_at)
     calls = ((_pages(chunk, source, deps, timer), *args) for chunk in chunks)
     for batch in pool.in_order(deps.cpu, prepare_entries, calls):
         yield _accounted(batch, timer)

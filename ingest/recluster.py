@@ -101,9 +101,13 @@ def _replay_one(
         title=item.title, text=item.text, author=item.author, published_at=item.published_at,
         language=item.language, input_kind=item.input_kind,
     )
+    when = item.published_at or item.fetched_at
+    fp = item.fingerprint
+    # the stored keys are the item's own time bucket; the neighbouring ones are looked up too
+    fp = replace(fp, probe_keys=dedup.probe_keys(fp.features, when, dedup.scheme_for(cfg)))
     return writer.commit_item(
-        source_id=source_id, entry=entry, canonical_url=item.canonical_url,
-        document=document, fp=item.fingerprint, decide=partial(dedup.decide, item.text, item.title, cfg=cfg),
+        source_id=source_id, entry=entry, canonical_url=item.canonical_url, document=document, fp=fp,
+        decide=partial(dedup.decide, item.text, item.title, cfg=cfg, features=fp.features, when=when),
         policy=policy, max_candidates=max_candidates or cfg.max_candidates, fetched_at=item.fetched_at,
     )
 

@@ -19,7 +19,7 @@ from ingest.store import schema as t
 from ingest.store.clusters import Policy, recount, reelect
 from ingest.store.engine import CHUNK, Database, DryRun, utcnow
 from ingest.store.migrations import set_meta
-from ingest.store.statements import write_index
+from ingest.store.statements import evidence_json, write_index
 
 # What re-cleaning a stored text gives: the new text, its fingerprint and the removals;
 # None when nothing changed. Made by the pipeline (clean + dedup), applied here.
@@ -27,9 +27,13 @@ Recleaned = tuple[str, Fingerprint, tuple[Removal, ...]]
 
 
 def reclean_items(
-    conn: Connection, item_ids: Sequence[int], reclean: Callable[[str], Recleaned | None], now: datetime,
+    conn: Connection, item_ids: Sequence[int], reclean: Callable[[str, datetime | None], Recleaned | None],
+    now: datetime,
 ) -> int:
-    """Re-clean stored items: new text, signature and LSH bands, removals appended.
+    """Re-clean stored items: new text, signature, features and LSH bands, removals appended.
+
+    ``reclean`` gets each text with the item's time (published, else fetched): the
+    rare-entity index keys are grouped by it.
 
     The dedup decision and cluster of each item stay as they were: the item was
     judged on the text it had then, and moving items between clusters after the
@@ -38,14 +42,14 @@ def reclean_items(
     changed = 0
     for start in range(0, len(item_ids), CHUNK):
         chunk = list(item_ids[start : start + CHUNK])
-        for row in conn.execute(select(t.items.c.id, t.items.c.text).where(t.items.c.id.in_(chunk))).all():
-            result = reclean(row.text)
+        for row in conn.execute(_texts.where(t.items.c.id.in_(chunk))).all():
+            result = reclean(row.text, row.published_at or row.fetched_at)
             if result is None:
                 continue
             new_text, fp, removals = result
             conn.execute(update(t.items).where(t.items.c.id == row.id).values(
                 text=new_text, content_hash=fp.content_hash, shingle_count=fp.shingle_count,
-                signature=fp.signature, updated_at=now,
+                signature=fp.signature, features=fp.features or None, updated_at=now,
             ))
             conn.execute(delete(t.lsh_bands).where(t.lsh_bands.c.item_id == row.id))
             write_index(conn, row.id, fp, removals)
@@ -53,8 +57,12 @@ def reclean_items(
     return changed
 
 
+_texts = select(t.items.c.id, t.items.c.text, t.items.c.published_at, t.items.c.fetched_at)
+
+
 def reprocess(
-    db: Database, source_id: int, reclean: Callable[[str], Recleaned | None], at: datetime | None = None,
+    db: Database, source_id: int, reclean: Callable[[str, datetime | None], Recleaned | None],
+    at: datetime | None = None,
 ) -> tuple[int, int]:
     """Re-clean every stored item of one source in one transaction: (items seen, items changed)."""
     with db.begin(immediate=True) as conn:
@@ -64,21 +72,24 @@ def reprocess(
         return len(ids), reclean_items(conn, ids, reclean, at or utcnow())
 
 
-def resign(db: Database, fingerprint: Callable[[str], Fingerprint], scheme: dict[str, Any]) -> int:
-    """Re-sign every stored text and rebuild the LSH index, in one transaction."""
+def resign(
+    db: Database, fingerprint: Callable[[str, datetime | None], Fingerprint], scheme: dict[str, Any],
+) -> int:
+    """Re-sign every stored text (with its time: published, else fetched) and rebuild the LSH index, in one transaction."""
     count = 0
     with db.begin(immediate=True) as conn:
         conn.execute(delete(t.lsh_bands))
         ids = [r.id for r in conn.execute(select(t.items.c.id).order_by(t.items.c.id))]
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            rows = conn.execute(select(t.items.c.id, t.items.c.text).where(t.items.c.id.in_(chunk))).all()
+            rows = conn.execute(_texts.where(t.items.c.id.in_(chunk))).all()
             bands: list[dict[str, int]] = []
             for row in rows:
-                fp = fingerprint(row.text)
+                fp = fingerprint(row.text, row.published_at or row.fetched_at)
                 conn.execute(
                     update(t.items).where(t.items.c.id == row.id).values(
-                        signature=fp.signature, shingle_count=fp.shingle_count, content_hash=fp.content_hash
+                        signature=fp.signature, shingle_count=fp.shingle_count, content_hash=fp.content_hash,
+                        features=fp.features or None,
                     )
                 )
                 bands += [{"key": k, "item_id": row.id} for k in sorted(set(fp.band_keys))]
@@ -160,7 +171,9 @@ def history(db: Database) -> list[StoredItem]:
             canonical_url=r.canonical_url, title=r.title, author=r.author, language=r.language,
             published_at=r.published_at, fetched_at=r.fetched_at, input_kind=r.input_kind, text=r.text,
             cluster_id=r.cluster_id,
-            fingerprint=Fingerprint(r.content_hash, r.shingle_count, r.signature, tuple(sorted(bands.get(r.id, ())))),
+            fingerprint=Fingerprint(
+                r.content_hash, r.shingle_count, r.signature, tuple(sorted(bands.get(r.id, ()))), r.features or b"",
+            ),
         )
         for r in rows
     ]
@@ -199,6 +212,7 @@ def apply_clusters(
                         decision_method=decision.method, decision_similarity=decision.similarity,
                         decision_containment=decision.containment,
                         decision_matched_item_id=decision.matched_item_id, decision_reason=decision.reason,
+                        decision_evidence=evidence_json(decision),
                     )
                 if old[item_id] != cluster_id:
                     counts["items_moved"] += 1

@@ -54,10 +54,17 @@ def _v2_leases(conn: Connection) -> None:
     t.metadata.create_all(conn, tables=[t.hosts, t.workers])
 
 
+def _v3_dedup_evidence(conn: Connection) -> None:
+    _add_missing(conn, t.items)  # items.features and items.decision_evidence
+
+
 # Append-only: (version, description, function). Never edit a released entry; add one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _create_v1),
     (2, "sources as a leased queue: host, lease columns, hosts and workers tables", _v2_leases),
+    # items stored before it have no features until `ingest resign` (the signature
+    # scheme names the features, so the store asks for it)
+    (3, "items.features and items.decision_evidence (dedup)", _v3_dedup_evidence),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -7,12 +7,13 @@ Every answer is a frozen dataclass of ``ingest.models`` (``ItemRow``, ``ClusterR
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import and_, func, select
 
 from ingest.models import (
-    CanonicalChange, ClusterMember, ClusterRow, Copy, ItemDetail, ItemRow, LearnedParagraph, Removal, Story,
+    CanonicalChange, ClusterMember, ClusterRow, Copy, ItemDetail, ItemRow, LearnedParagraph, Removal, Signal, Story,
 )
 from ingest.store import schema as t
 from ingest.store.engine import CHUNK, Database
@@ -123,6 +124,7 @@ def item(db: Database, item_id: int) -> ItemDetail | None:
         decision_method=row.decision_method, decision_similarity=row.decision_similarity,
         decision_containment=row.decision_containment, decision_matched_item_id=row.decision_matched_item_id,
         decision_reason=row.decision_reason, removals=removals, members=members, canonical_changes=changes,
+        decision_evidence=tuple(Signal(**s) for s in json.loads(row.decision_evidence or "[]")),
     )
 
 

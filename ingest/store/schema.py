@@ -169,6 +169,10 @@ items = Table(
     Column("decision_matched_item_id", Integer),
     Column("decision_reason", Text, nullable=False, default=""),
     Column("notes", Text),
+    # dedup features (sentences with numbers, rare entities; ingest.features) and the
+    # signals of the decision as JSON (migration 2; NULL for items stored before it)
+    Column("features", LargeBinary),
+    Column("decision_evidence", Text),
     UniqueConstraint("source_id", "identity", name="uq_items_source_identity"),
     Index("ix_items_cluster", "cluster_id"),
     Index("ix_items_content_hash", "content_hash"),

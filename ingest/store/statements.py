@@ -8,13 +8,14 @@ SQLAlchemy reserves for INSERT/UPDATE values.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any, Sequence
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from ingest.models import Fingerprint, Removal
+from ingest.models import DedupDecision, Fingerprint, Removal
 from ingest.store import schema as t
 
 # Items read per LSH/paragraph key in a lookup (the newest first): a key that many
@@ -98,7 +99,7 @@ class Q:
     candidate_rows = (
         select(
             t.items.c.id, t.items.c.cluster_id, t.items.c.title, t.items.c.text, t.clusters.c.canonical_item_id,
-            t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority,
+            t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority, t.items.c.features,
         )
         .join(t.clusters, t.clusters.c.id == t.items.c.cluster_id)
         .join(t.sources, t.sources.c.id == t.items.c.source_id)
@@ -151,6 +152,11 @@ class Q:
         .group_by(t.paragraphs.c.key)
         .having(func.count() >= _by("b_min"))
     )
+
+
+def evidence_json(decision: DedupDecision) -> str | None:
+    """A decision's signals as the JSON stored in ``items.decision_evidence`` (None: none)."""
+    return json.dumps([s.as_dict() for s in decision.evidence]) if decision.evidence else None
 
 
 def write_index(conn: Connection, item_id: int, fp: Fingerprint, removals: Sequence[Removal] = ()) -> None:

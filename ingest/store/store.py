@@ -197,13 +197,13 @@ class Store:
     # ------------------------------------------------------------------ bulk
 
     def reprocess(
-        self, source_id: int, reclean: Callable[[str], Recleaned | None], at: datetime | None = None,
+        self, source_id: int, reclean: Callable[[str, datetime | None], Recleaned | None], at: datetime | None = None,
     ) -> tuple[int, int]:
         """Re-clean every stored item of one source in one transaction: (items seen, items changed)."""
         return bulk.reprocess(self.db, source_id, reclean, at)
 
-    def resign(self, fingerprint: Callable[[str], Fingerprint], scheme: dict[str, Any]) -> int:
-        """Re-sign every stored text and rebuild the LSH index, in one transaction."""
+    def resign(self, fingerprint: Callable[[str, datetime | None], Fingerprint], scheme: dict[str, Any]) -> int:
+        """Re-sign every stored text (with its time) and rebuild the LSH index, in one transaction."""
         return bulk.resign(self.db, fingerprint, scheme)
 
     def prune(

@@ -33,7 +33,7 @@ from ingest.store.bulk import Recleaned, reclean_items
 from ingest.store.engine import CHUNK, Database, Transaction, short, utcnow
 from ingest.store.leases import Lease, holds
 from ingest.store.statements import (
-    FIRST_KEY, KEY_CAP, KEYS_PER_LOOKUP, SAME_CONTENT, SAME_URL, Q, candidate_lookup, write_index,
+    FIRST_KEY, KEY_CAP, KEYS_PER_LOOKUP, SAME_CONTENT, SAME_URL, Q, candidate_lookup, evidence_json, write_index,
 )
 
 
@@ -58,7 +58,7 @@ class Writer:
         paragraph_keys: Sequence[tuple[str, str]] = (),
         learn: tuple[int, int] | None = None,
         fetched_at: datetime | None = None,
-        reclean: Callable[[str, frozenset[str]], Recleaned | None] | None = None,
+        reclean: Callable[[str, frozenset[str], datetime | None], Recleaned | None] | None = None,
         lease: Lease | None = None,
     ) -> ItemOutcome:
         """Write one item, its dedup decision and its cluster change, all or nothing.
@@ -134,7 +134,7 @@ class Writer:
             if learned and reclean is not None:
                 keys = frozenset(learned)
                 carriers = boilerplate.carriers(conn, source_id, keys)
-                reclean_items(conn, carriers, lambda text_: reclean(text_, keys), now)
+                reclean_items(conn, carriers, lambda text_, when: reclean(text_, keys, when), now)
             return ItemOutcome(item_id, status, cluster_id, decision, learned)
 
     @contextmanager
@@ -196,7 +196,7 @@ def lookup(
     flags: dict[int, set[str]] = {}
     hits: dict[int, int] = {}
     per_key: dict[int, int] = {}
-    keys = sorted(set(fp.band_keys))
+    keys = sorted(set(fp.band_keys) | set(fp.probe_keys))  # probe keys: looked up, never stored
     # One statement: items with the same content hash or canonical URL, then one
     # index seek per key, each capped at the newest KEY_CAP items: a key that many
     # items share (a boilerplate paragraph not learned yet, a band of a very short
@@ -234,6 +234,7 @@ def lookup(
             item_id=r.id, cluster_id=r.cluster_id, title=r.title, text=r.text,
             is_canonical=r.canonical_item_id == r.id, band_hits=ids.get(r.id, 0),
             same_url="same_url" in flags.get(r.id, ()), same_content="same_content" in flags.get(r.id, ()),
+            features=r.features or b"", when=r.published_at or r.fetched_at,
         )
         for r in rows
     ]
@@ -329,4 +330,6 @@ def _item_values(
         "decision_matched_item_id": decision.matched_item_id,
         "decision_reason": decision.reason,
         "notes": "\n".join(document.notes) or None,
+        "features": fp.features or None,
+        "decision_evidence": evidence_json(decision),
     }
