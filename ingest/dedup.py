@@ -454,7 +454,7 @@ def paraphrase(new: Features, other: Features, sim: Similarity, seconds: float |
     or the entities and the time window already allow a paraphrase match.
     """
     shared, share = entity_overlap(new, other)
-    in_window = seconds is None or seconds <= cfg.window
+    in_window = seconds is None or seconds <= cfg.window  # as _in_window, before the Paraphrase exists
     if sim.method or (in_window and (
         (shared >= cfg.min_entities and share >= cfg.entity_share) or sim.containment >= cfg.containment * CORROBORATE
     )):
@@ -471,7 +471,10 @@ def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
         return ""
     if sim.method:
         return sim.method
-    if _aligned(para, cfg, CORROBORATE) and sim.containment >= cfg.containment * CORROBORATE:
+    if (
+        _in_window(para, cfg) and para.alignment.coverage >= _bar(cfg.sentence_share * CORROBORATE, cfg)
+        and sim.containment >= _bar(cfg.containment * CORROBORATE, cfg)
+    ):
         return "sentences"
     if _paraphrased(para, cfg, 1.0) or _paraphrased(para, cfg, 1.0, strong=True):
         return "paraphrase"
@@ -492,9 +495,18 @@ STRONG_ENTITY_SHARE = 0.75
 STRONG_SENTENCES = 0.7
 
 
-def _aligned(para: Paraphrase, cfg: DedupConfig, scale: float) -> bool:
-    """In the window, with ``scale`` times sentence_share of the shorter text aligned?"""
-    return (para.seconds is None or para.seconds <= cfg.window) and para.alignment.coverage >= cfg.sentence_share * scale
+def _in_window(para: Paraphrase, cfg: DedupConfig) -> bool:
+    """Published (else fetched) at most ``window`` apart, or a time unknown."""
+    return para.seconds is None or para.seconds <= cfg.window
+
+
+def _bar(value: float, cfg: DedupConfig, scale: float = 1.0) -> float:
+    """A share bar, never below the Jaccard ``threshold`` (times ``scale``).
+
+    With the defaults no bar is that low; ``recluster --threshold 0.99`` raises the
+    Jaccard bar and so makes every rule ask for near-identical texts.
+    """
+    return max(value, cfg.threshold * scale)
 
 
 def _paraphrased(para: Paraphrase, cfg: DedupConfig, scale: float, strong: bool = False) -> bool:
@@ -505,10 +517,12 @@ def _paraphrased(para: Paraphrase, cfg: DedupConfig, scale: float, strong: bool 
     """
     entities = cfg.min_entities * (STRONG_ENTITIES if strong else 1)
     share = STRONG_ENTITY_SHARE if strong else cfg.entity_share
+    sentences = cfg.sentence_share * (STRONG_SENTENCES if strong else 1.0)
     return (
-        _aligned(para, cfg, scale * (STRONG_SENTENCES if strong else 1.0))
+        _in_window(para, cfg)
+        and para.alignment.coverage >= _bar(sentences * scale, cfg, scale)
         and para.entities >= max(1, round(entities * scale))
-        and para.entity_share >= share * scale
+        and para.entity_share >= _bar(share * scale, cfg, scale)
         and para.alignment.aligned >= max(1, round(MIN_ALIGNED * scale))
     )
 

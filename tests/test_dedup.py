@@ -19,6 +19,7 @@ import pytest
 from bench.corpus import load
 from ingest import dedup
 from ingest.config import DedupConfig
+from ingest.features import decode
 from ingest.models import Candidate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,9 +75,18 @@ def test_fingerprint_is_deterministic_and_depends_on_the_scheme() -> None:
     other_seed = dedup.fingerprint(FLOOD.text, dedup.scheme_for(replace(CFG, seed=2)))
     assert other_seed.signature != a.signature
     body_paragraphs = [p for p in FLOOD.paragraphs if len(p.split()) >= dedup.PASSAGE_WORDS]
-    # bands of the whole text + bands of the lead + one key per body paragraph
-    expected = SCHEME.bands + SCHEME.lead_perm // SCHEME.rows + min(len(body_paragraphs), SCHEME.paragraph_keys)
+    features = decode(a.features)
+    long_sentences = [s for s in features.sentences if len(s.words) >= dedup.SENTENCE_KEY_WORDS]
+    assert len(features.entities) >= dedup.MIN_KEY_ENTITIES
+    # bands of the whole text + bands of the lead + one key per body paragraph + the
+    # rare-entity bands + one key per long sentence
+    expected = (
+        SCHEME.bands + SCHEME.lead_perm // SCHEME.rows + min(len(body_paragraphs), SCHEME.paragraph_keys)
+        + SCHEME.entity_bands + min(len(long_sentences), SCHEME.sentence_keys)
+    )
     assert len(a.band_keys) == expected
+    assert len(a.probe_keys) == 2 * SCHEME.entity_bands  # the neighbouring time buckets'
+    assert not set(a.probe_keys) & set(a.band_keys)
 
 
 def test_estimated_jaccard_tracks_the_exact_value() -> None:
@@ -181,12 +191,17 @@ def test_very_short_texts_never_merge_by_similarity(text: str) -> None:
     assert "min_shingles" in decision.reason
 
 
-def test_equal_short_texts_merge_only_with_equal_titles() -> None:
+def test_texts_too_short_to_compare_join_by_url_only() -> None:
+    """Issue 16 item 3: two one-line texts alike say nothing of being one story, whatever their titles."""
     text = "Breaking: earthquake hits Kessar"
-    other_title = dedup.decide(text, "Quake", [candidate(1, 1, text, title="Storm", same_content=True)], CFG)
-    same_title = dedup.decide(text, "Quake", [candidate(1, 1, text, title="Quake", same_content=True)], CFG)
-    assert other_title.kind == "new"
-    assert (same_title.kind, same_title.method) == ("duplicate", "content_hash")
+    for title in ("Quake", "Storm"):
+        same_text = dedup.decide(text, "Quake", [candidate(1, 1, text, title=title, same_content=True)], CFG)
+        assert same_text.kind == "new" and "too short to compare" in same_text.reason
+    same_url = dedup.decide(text, "Quake", [candidate(1, 1, "Other words entirely", same_url=True)], CFG)
+    assert (same_url.kind, same_url.method, same_url.cluster_id) == ("duplicate", "url", 1)
+    # long enough to compare: the same normalised text is one story
+    long = FLOOD.text
+    assert dedup.decide(long, "", [candidate(1, 1, long, same_content=True)], CFG).method == "content_hash"
 
 
 def _bridge() -> str:

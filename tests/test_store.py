@@ -213,9 +213,9 @@ STORIES = [
 def _commit_learning(store: Store, source_id: int, guid: str, text: str):
     from ingest.clean import paragraph_key, strip_learned
 
-    def reclean(stored: str, learned: frozenset[str]):
+    def reclean(stored: str, learned: frozenset[str], when):
         cleaned, removed = strip_learned(stored, learned)
-        return (cleaned, dedup.fingerprint(cleaned, SCHEME), removed) if removed else None
+        return (cleaned, dedup.fingerprint(cleaned, SCHEME, when), removed) if removed else None
 
     entry = _entry(guid, title=f"Story {guid}", text=text)
     document = Document(title=entry.title, text=text)
@@ -396,7 +396,7 @@ def test_resign_rebuilds_signatures_and_index_and_keeps_clusters(store_url):
     with pytest.raises(StoreError, match="num_perm"):
         Store.open(store_url, new_scheme.as_dict())
     with Store.open(store_url, new_scheme.as_dict(), check_scheme=False) as store:
-        assert store.resign(lambda text: dedup.fingerprint(text, new_scheme), new_scheme.as_dict()) == 3
+        assert store.resign(lambda text, when: dedup.fingerprint(text, new_scheme, when), new_scheme.as_dict()) == 3
     with Store.open(store_url, new_scheme.as_dict()) as store:  # accepted now
         after = [(c.cluster_id, sorted(m.item_id for m in c.members)) for c in store.clusters()]
         assert after == before
