@@ -106,7 +106,7 @@ class DedupConfig:
     # similarity match; index keys over rare entities. False: the decision as it was.
     paraphrase: bool = True
     sentence_share: float = 0.5
-    entity_share: float = 0.5
+    entity_share: float = 0.67
     min_entities: int = 2
     window: float = 3 * 86400.0
 
@@ -270,7 +270,7 @@ SPEC: dict[str, dict[str, tuple[Check, str]]] = {
         "seed": (INT, "MinHash seed (changing it requires `ingest resign`)"),
         "canonical": (_choice("earliest", "priority", "longest"), "which item represents a cluster"),
         "max_candidates": (_bounded(INT, 1, 1000), "LSH candidates verified per new item"),
-        "paraphrase": (BOOL, "also match paraphrased copies (sentences + rare entities) and guard every match against reports of another day (false: shingles only)"),
+        "paraphrase": (BOOL, "also match paraphrased copies (sentences + rare entities) and guard every match against reports of another day (false: shingles only, as before; changing it requires `ingest resign`)"),
         "sentence_share": (_bounded(NUMBER, 0.1, 1.0), "share of the shorter text's words in sentences aligned in order, numbers agreeing, for a paraphrase match"),
         "entity_share": (_bounded(NUMBER, 0.1, 1.0), "share of the smaller set of rare entities (uncommon names, long numbers) both texts must have for a paraphrase match"),
         "min_entities": (_bounded(INT, 1, 100), "rare entities both texts must have for a paraphrase match"),

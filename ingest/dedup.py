@@ -172,9 +172,12 @@ class SignatureScheme:
 
 def scheme_for(cfg: DedupConfig, rows: int = LSH_ROWS) -> SignatureScheme:
     """The signature scheme and LSH banding for a dedup config (``rows`` for the sweep)."""
+    # without paraphrase evidence the index has no entity or sentence keys either: the
+    # candidates, and so the decisions, are exactly those of the shingle-only decision
     return SignatureScheme(
         num_perm=cfg.num_perm, seed=cfg.seed, shingle_size=cfg.shingle_size,
         bands=cfg.num_perm // rows, rows=rows, entity_bucket=cfg.window,
+        entity_bands=ENTITY_BANDS if cfg.paraphrase else 0, sentence_keys=SENTENCE_KEYS if cfg.paraphrase else 0,
     )
 
 
@@ -456,7 +459,7 @@ def paraphrase(new: Features, other: Features, sim: Similarity, seconds: float |
     shared, share = entity_overlap(new, other)
     in_window = seconds is None or seconds <= cfg.window  # as _in_window, before the Paraphrase exists
     if sim.method or (in_window and (
-        (shared >= cfg.min_entities and share >= cfg.entity_share) or sim.containment >= cfg.containment * CORROBORATE
+        (shared >= cfg.min_entities and share >= cfg.entity_share) or sim.containment >= CORROBORATE_CONTAINMENT
     )):
         return Paraphrase(shared, share, align(new.sentences, other.sentences), seconds)
     return Paraphrase(shared, share, NO_ALIGNMENT, seconds)
@@ -472,8 +475,8 @@ def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
     if sim.method:
         return sim.method
     if (
-        _in_window(para, cfg) and para.alignment.coverage >= _bar(cfg.sentence_share * CORROBORATE, cfg)
-        and sim.containment >= _bar(cfg.containment * CORROBORATE, cfg)
+        _in_window(para, cfg) and para.alignment.coverage >= _bar(cfg.sentence_share * CORROBORATE_SENTENCES, cfg)
+        and sim.containment >= _bar(CORROBORATE_CONTAINMENT, cfg)
     ):
         return "sentences"
     if _paraphrased(para, cfg, 1.0) or _paraphrased(para, cfg, 1.0, strong=True):
@@ -481,15 +484,18 @@ def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
     return ""
 
 
-# Shingles and sentences corroborate each other at half their bars (containment >=
-# 0.4, aligned share >= 0.25 with the defaults): a copy diluted by site chrome and cut
-# elsewhere. On tune, other stories' pairs reach containment 0.39 at most once the
-# number guard has removed templates (same-story pairs: median 0.32).
-CORROBORATE = 0.5
+# Shingles and sentences corroborate each other below their own bars: containment >=
+# 0.45 with >= 0.6 x sentence_share (0.3) of the shorter text aligned is a copy diluted
+# by site chrome and cut elsewhere. On tune, once the number guard has removed
+# templates, other stories' pairs reach containment 0.39 at most (a 15 % margin; 0.40
+# would leave 3 %); same-story pairs: median 0.32.
+CORROBORATE_CONTAINMENT = 0.45
+CORROBORATE_SENTENCES = 0.6
 # Strong entity evidence, STRONG_ENTITIES times min_entities rare entities covering
 # STRONG_ENTITY_SHARE of the smaller set, lowers the sentence bar to STRONG_SENTENCES of
-# sentence_share: on tune, other stories' pairs with >= 4 entities shared at >= 0.75
-# align at most 0.32 of the shorter text, spun copies' a median 0.45.
+# sentence_share (0.35): on tune, other stories' pairs with >= 4 entities shared at >=
+# 0.75 align at most 0.32 of the shorter text (7 % below), spun copies a median 0.45;
+# 0.75 of sentence_share cost 2 of 38 spun items.
 STRONG_ENTITIES = 2
 STRONG_ENTITY_SHARE = 0.75
 STRONG_SENTENCES = 0.7
