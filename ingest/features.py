@@ -51,7 +51,7 @@ def encode(features: Features) -> bytes:
     ents = sorted(features.entities)
     parts = [struct.pack(f"<BH{len(ents)}I", VERSION, len(ents), *ents), struct.pack("<H", len(features.sentences))]
     for s in features.sentences:
-        words, numbers, years = (sorted(x)[:_MAX_SET] for x in (s.words, s.numbers, s.years))
+        words, numbers, years = (x[:_MAX_SET] for x in (s.words, s.numbers, s.years))
         parts.append(struct.pack(
             f"<BBB{len(words)}H{len(numbers)}I{len(years)}H", len(words), len(numbers), len(years),
             *words, *numbers, *years,
@@ -63,7 +63,8 @@ def encode(features: Features) -> bytes:
 def decode(data: bytes) -> Features:
     """``encode``'s bytes back as Features (EMPTY for b"" or another version).
 
-    Cached: a recent item is a candidate of many later ones (2048 entries: ~1 MB).
+    Cached: a recent item is a candidate of many later ones (2048 entries: ~1 MB);
+    ~20 us a text of 15 sentences uncached.
     """
     if not data or data[0] != VERSION:
         return EMPTY
@@ -78,7 +79,7 @@ def decode(data: bytes) -> Features:
         offset += 3
         values = struct.unpack_from(f"<{w}H{k}I{y}H", data, offset)
         offset += 2 * w + 4 * k + 2 * y
-        out.append(Sentence(frozenset(values[:w]), frozenset(values[w : w + k]), frozenset(values[w + k :])))
+        out.append(Sentence(values[:w], values[w : w + k], values[w + k :]))
     return Features(tuple(out), ents)
 
 

@@ -90,11 +90,16 @@ def stopwords() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Sentence:
-    """What alignment looks at in one sentence."""
+    """What alignment looks at in one sentence: sorted tuples of distinct values.
 
-    words: frozenset[int]  # 16-bit hashes of the content words' stems
-    numbers: frozenset[int]  # 32-bit hashes of its numbers (years apart), months included
-    years: frozenset[int]  # four-digit years, as numbers
+    Tuples, not sets: a candidate's stored sentences are decoded for every item that
+    meets it, and building sets cost more than the alignment reads them (sets are
+    made only for the few pairs that align).
+    """
+
+    words: tuple[int, ...]  # 16-bit hashes of the content words' stems
+    numbers: tuple[int, ...]  # 32-bit hashes of its figures (dates included), years apart
+    years: tuple[int, ...]  # four-digit years, as numbers
 
     @property
     def weight(self) -> int:
@@ -176,7 +181,7 @@ def sentence(tokens_: list[str]) -> Sentence:
             numbers.add(_hash32(NUMBER_WORDS[low]))
         elif len(low) > 1 and low not in stop:
             words.add(_hash16(low[:STEM]))
-    return Sentence(frozenset(words), frozenset(numbers), frozenset(years))
+    return Sentence(tuple(sorted(words)), tuple(sorted(numbers)), tuple(sorted(years)))
 
 
 def sentences(text: str, limit: int) -> tuple[Sentence, ...]:
@@ -202,11 +207,11 @@ def numbers_agree(a: Sentence, b: Sentence) -> bool | None:
     Otherwise at least half of the numbers of the sentence with fewer must be in the
     other: an updated copy adds a figure, a report of another day changes them.
     """
-    if a.years and b.years and not (a.years & b.years):
+    if a.years and b.years and not set(a.years).intersection(b.years):
         return False
     if not a.numbers or not b.numbers:
         return None
-    shared = len(a.numbers & b.numbers)
+    shared = len(set(a.numbers).intersection(b.numbers))
     return shared > 0 and 2 * shared >= min(len(a.numbers), len(b.numbers))
 
 
@@ -277,7 +282,10 @@ def align(a: tuple[Sentence, ...], b: tuple[Sentence, ...]) -> Alignment:
             agree += verdict is True
             conflict += verdict is False
             covered += weight if verdict is not False else 0
-            edition += (i, j) in same and bool(a[i].years) and bool(b[j].years) and not (a[i].years & b[j].years)
+            edition += (
+                (i, j) in same and bool(a[i].years) and bool(b[j].years)
+                and not set(a[i].years).intersection(b[j].years)
+            )
             i += 1
             j += 1
         elif best[i][j] == best[i + 1][j]:
