@@ -9,50 +9,42 @@ copy shares most of them (tune, same-story pairs: median share 0.8; different st
 
 from __future__ import annotations
 
-import math
 import re
-from functools import lru_cache
 
 import xxhash
 
-from ingest.sentences import MONTHS, number, tokens
+from ingest.sentences import MONTHS, number
+from ingest.text import common_words
 
-# A capitalised word is rare when its Zipf frequency in English (wordfreq: log10 of
-# occurrences per billion words) is below this: 3.0 is one in a million words, below
-# "Baltimore" (4.2) and "Reuters" (3.9), above "Uttarakhand" (2.6) and "Patapsco" (1.9).
-RARE_ZIPF = 3.0
+# A capitalised word is rare when it is not among the common English words (Zipf
+# frequency >= 3.0 in wordfreq, once per million words: ingest.text.common_words):
+# "Baltimore" (4.2) and "Reuters" (3.9) are common, "Uttarakhand" (2.6) and
+# "Patapsco" (1.9) rare.
 # digits a number needs to be an entity: "41" recurs everywhere, "574.821" does not
 NUMBER_DIGITS = 3
 _YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
 
 
-@lru_cache(maxsize=1)
-def _frequencies() -> dict[str, float]:
-    # the whole English list once (0.14 s, ~300k words) instead of wordfreq's per-call
-    # tokenisation: a dict lookup per word
-    import wordfreq
+def entities(pieces: list[list[str]]) -> frozenset[str]:
+    """Uncommon capitalised words (lower-cased) and numbers of NUMBER_DIGITS+ digits (years left out),
+    from the tokens of each sentence of a text.
 
-    return wordfreq.get_frequency_dict("en")
-
-
-def zipf(word: str) -> float:
-    """wordfreq's Zipf frequency of a lower-case word (0 for words it does not know)."""
-    frequency = _frequencies().get(word, 0.0)
-    return math.log10(frequency * 1e9) if frequency > 0 else 0.0
-
-
-def entities(text: str) -> frozenset[str]:
-    """Uncommon capitalised words (lower-cased) and numbers of NUMBER_DIGITS+ digits (years left out)."""
+    A sentence's first word is capitalised whatever it is, so it counts only as a
+    number: a name that opens a sentence is found where it recurs (news repeats names),
+    while a rare common word that opens one ("Meanwhile", a dateline) is not taken for one.
+    """
+    common = common_words()
     out = set()
-    for token in tokens(text):
-        if token[0].isdigit():
-            value = number(token)
-            if sum(c.isdigit() for c in value) >= NUMBER_DIGITS and not _YEAR.match(value):
-                out.add("#" + value)
-        elif token[0].isupper() and len(token) > 1:
-            low = token.casefold()
-            if low not in MONTHS and zipf(low) < RARE_ZIPF:
-                out.add(low)
+    for piece in pieces:
+        for at, token in enumerate(piece):
+            if token[0].isdigit():
+                value = number(token)
+                if sum(c.isdigit() for c in value) >= NUMBER_DIGITS and not _YEAR.match(value):
+                    out.add("#" + value)
+            elif at and token[0].isupper() and len(token) > 1:
+                low = token.casefold()
+                if low not in common and low not in MONTHS:
+                    out.add(low)
     return frozenset(out)
 
 

@@ -157,6 +157,8 @@ class Candidate:
     same_url: bool = False  # same canonical URL as the new item
     same_content: bool = False  # same content hash as the new item
     features: bytes = b""  # as stored (Fingerprint.features); b"" for items stored before them
+    signature: bytes = b""  # its MinHash signature and shingle count: far candidates skip shingling
+    shingle_count: int = 0
     when: datetime | None = None  # published, else fetched (aware UTC): the time window's reference
 
 

@@ -210,7 +210,7 @@ def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps, lease: L
         fp=fp,
         decide=partial(
             dedup.decide, document.text, document.title, cfg=cfg.dedup, shingle_count=fp.shingle_count,
-            features=fp.features, when=item.when,
+            features=fp.features, when=item.when, signature=fp.signature,
         ),
         policy=canonical_policy(cfg.dedup.canonical),
         max_candidates=cfg.dedup.max_candidates,

@@ -107,7 +107,10 @@ def _replay_one(
     fp = replace(fp, probe_keys=dedup.probe_keys(fp.features, when, dedup.scheme_for(cfg)))
     return writer.commit_item(
         source_id=source_id, entry=entry, canonical_url=item.canonical_url, document=document, fp=fp,
-        decide=partial(dedup.decide, item.text, item.title, cfg=cfg, features=fp.features, when=when),
+        decide=partial(
+            dedup.decide, item.text, item.title, cfg=cfg, shingle_count=fp.shingle_count, features=fp.features,
+            when=when, signature=fp.signature,
+        ),
         policy=policy, max_candidates=max_candidates or cfg.max_candidates, fetched_at=item.fetched_at,
     )
 

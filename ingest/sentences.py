@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import xxhash
 
+from ingest.text import stopwords
+
 # Words whose first STEM letters agree count as one word: a crude stem that joins
 # "rescued"/"rescuers"/"rescue" and "reserves"/"reserve" (paraphrases change the
 # inflection as often as the word).
@@ -81,11 +83,17 @@ NUMBER_WORDS = {
 
 
 @lru_cache(maxsize=1)
-def stopwords() -> frozenset[str]:
-    """The 100 commonest English words (wordfreq): they carry no content of their own."""
-    import wordfreq
+def _kinds() -> dict[str, tuple[str, object]]:
+    """Word -> what it is to a sentence: ("month", n), ("skip", None) or ("number", digits).
 
-    return frozenset(w for w in wordfreq.top_n_list("en", 100) if not w.isdigit())
+    One lookup per token: stopwords and weekdays are skipped, months may start a
+    date, spelled-out numbers are figures; any other word is content.
+    """
+    kinds: dict[str, tuple[str, object]] = {w: ("skip", None) for w in stopwords()}
+    kinds.update((w, ("skip", None)) for w in WEEKDAYS)
+    kinds.update((w, ("number", _hash32(v))) for w, v in NUMBER_WORDS.items())
+    kinds.update((w, ("month", n)) for w, n in MONTHS.items())
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,17 @@ def number(token: str) -> str:
     return value
 
 
-def _hash16(word: str) -> int:
-    return xxhash.xxh32_intdigest(word.encode("utf-8")) & 0xFFFF
+# Stems recur across texts: a dict lookup instead of hashing again (bounded: cleared
+# when full, so a long-running daemon does not grow it without end)
+_WORD_HASHES: dict[str, int] = {}
+_WORD_HASHES_MAX = 200_000
+
+
+def _word_hash(word: str) -> int:
+    if len(_WORD_HASHES) >= _WORD_HASHES_MAX:
+        _WORD_HASHES.clear()
+    value = _WORD_HASHES[word] = xxhash.xxh32_intdigest(word.encode("utf-8")) & 0xFFFF
+    return value
 
 
 def _hash32(value: str) -> int:
@@ -153,7 +170,7 @@ def sentence(tokens_: list[str]) -> Sentence:
     editions of a weekly template differ in it while sharing the month. A bare month
     or weekday counts as nothing.
     """
-    stop = stopwords()
+    kinds = _kinds()
     words: set[int] = set()
     numbers: set[int] = set()
     years: set[int] = set()
@@ -164,31 +181,33 @@ def sentence(tokens_: list[str]) -> Sentence:
             continue
         if token[0].isdigit():
             value = number(token)
-            if _YEAR.match(value):
+            if len(value) == 4 and _YEAR.match(value):
                 years.add(int(value))
             else:
                 numbers.add(_hash32(value))
             continue
         low = token.casefold()
-        if low in MONTHS:
+        kind = kinds.get(low)
+        if kind is None:
+            if len(low) > 1:
+                stem = low[:STEM]
+                words.add(_WORD_HASHES.get(stem) or _word_hash(stem))
+        elif kind[0] == "number":
+            numbers.add(kind[1])  # type: ignore[arg-type]
+        elif kind[0] == "month":
             following = tokens_[at + 1] if at + 1 < len(tokens_) else ""
             if following.isdigit() and 1 <= int(following) <= 31:
-                numbers.add(_hash32(f"date:{MONTHS[low]}/{int(following)}"))
+                numbers.add(_hash32(f"date:{kind[1]}/{int(following)}"))
                 skip = True
-        elif low in WEEKDAYS or low in MONTHS:
-            continue  # a bare month or weekday: shared by every report of a weekly template
-        elif low in NUMBER_WORDS:
-            numbers.add(_hash32(NUMBER_WORDS[low]))
-        elif len(low) > 1 and low not in stop:
-            words.add(_hash16(low[:STEM]))
     return Sentence(tuple(sorted(words)), tuple(sorted(numbers)), tuple(sorted(years)))
 
 
-def sentences(text: str, limit: int) -> tuple[Sentence, ...]:
-    """The first ``limit`` sentences of ``text`` worth aligning (MIN_WORDS content words, or a number)."""
+def sentences(pieces: list[list[str]], limit: int) -> tuple[Sentence, ...]:
+    """The first ``limit`` sentences worth aligning (MIN_WORDS content words, or a number), from the
+    tokens of each sentence of a text (``tokens`` of each ``split`` piece)."""
     out = []
-    for piece in split(text):
-        s = sentence(tokens(piece))
+    for piece in pieces:
+        s = sentence(piece)
         if len(s.words) >= MIN_WORDS or (s.numbers and len(s.words) >= MIN_SHARED_WORDS):
             out.append(s)
             if len(out) == limit:

@@ -85,7 +85,7 @@ def test_fingerprint_is_deterministic_and_depends_on_the_scheme() -> None:
         + SCHEME.entity_bands + min(len(long_sentences), SCHEME.sentence_keys)
     )
     assert len(a.band_keys) == expected
-    assert len(a.probe_keys) == 2 * SCHEME.entity_bands  # the neighbouring time buckets'
+    assert len(a.probe_keys) == SCHEME.entity_bands  # the nearer neighbouring time bucket's
     assert not set(a.probe_keys) & set(a.band_keys)
 
 

@@ -100,6 +100,7 @@ class Q:
         select(
             t.items.c.id, t.items.c.cluster_id, t.items.c.title, t.items.c.text, t.clusters.c.canonical_item_id,
             t.items.c.published_at, t.items.c.fetched_at, t.sources.c.priority, t.items.c.features,
+            t.items.c.signature, t.items.c.shingle_count,
         )
         .join(t.clusters, t.clusters.c.id == t.items.c.cluster_id)
         .join(t.sources, t.sources.c.id == t.items.c.source_id)

@@ -234,7 +234,8 @@ def lookup(
             item_id=r.id, cluster_id=r.cluster_id, title=r.title, text=r.text,
             is_canonical=r.canonical_item_id == r.id, band_hits=ids.get(r.id, 0),
             same_url="same_url" in flags.get(r.id, ()), same_content="same_content" in flags.get(r.id, ()),
-            features=r.features or b"", when=r.published_at or r.fetched_at,
+            features=r.features or b"", when=r.published_at or r.fetched_at, signature=r.signature,
+            shingle_count=r.shingle_count,
         )
         for r in rows
     ]
