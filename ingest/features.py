@@ -24,8 +24,8 @@ VERSION = 1
 # words) bound the bytes stored, the worker's time (0.7 ms a 630-word text) and the
 # alignment's work on long articles. Entities are taken from the same opening
 # (MAX_PIECES sentences before short ones are dropped).
-MAX_SENTENCES = 30
-MAX_PIECES = 40
+MAX_SENTENCES = 20
+MAX_PIECES = 28
 _MAX_SET = 255  # u8 counts per sentence
 
 

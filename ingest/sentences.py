@@ -146,16 +146,17 @@ def number(token: str) -> str:
     return value
 
 
-# Stems recur across texts: a dict lookup instead of hashing again (bounded: cleared
+# Words recur across texts: a dict lookup (word -> its stem's hash) instead of hashing again (bounded: cleared
 # when full, so a long-running daemon does not grow it without end)
 _WORD_HASHES: dict[str, int] = {}
 _WORD_HASHES_MAX = 200_000
 
 
 def _word_hash(word: str) -> int:
+    """The 16-bit hash of a lower-case word's stem (its first STEM letters), remembered."""
     if len(_WORD_HASHES) >= _WORD_HASHES_MAX:
         _WORD_HASHES.clear()
-    value = _WORD_HASHES[word] = xxhash.xxh32_intdigest(word.encode("utf-8")) & 0xFFFF
+    value = _WORD_HASHES[word] = xxhash.xxh32_intdigest(word[:STEM].encode("utf-8")) & 0xFFFF
     return value
 
 
@@ -168,30 +169,51 @@ def sentence(tokens_: list[str]) -> Sentence:
 
     A month followed by a day ("March 8", "Nov. 28") is one number, the date: two
     editions of a weekly template differ in it while sharing the month. A bare month
-    or weekday counts as nothing.
+    or weekday counts as nothing. Comprehensions over the tokens, and one loop only
+    for sentences that name a month: the worker's share of dedup (docs/dedup.md, "Cost").
     """
     kinds = _kinds()
+    lows = [t.casefold() for t in tokens_]
+    special = [kinds[low] for low in lows if low in kinds]
+    if any(kind[0] == "month" for kind in special):
+        return _sentence_with_dates(tokens_, lows, kinds)
+    words = {
+        _WORD_HASHES.get(low) or _word_hash(low)
+        for low in lows if low not in kinds and len(low) > 1 and not low[0].isdigit()
+    }
+    numbers = {kind[1] for kind in special if kind[0] == "number"}
+    years: set[int] = set()
+    for token in tokens_:
+        if token[0].isdigit():
+            _figure(token, numbers, years)
+    return Sentence(tuple(sorted(words)), tuple(sorted(numbers)), tuple(sorted(years)))  # type: ignore[arg-type]
+
+
+def _figure(token: str, numbers: set[int], years: set[int]) -> None:
+    value = number(token)
+    if len(value) == 4 and _YEAR.match(value):
+        years.add(int(value))
+    else:
+        numbers.add(_hash32(value))
+
+
+def _sentence_with_dates(tokens_: list[str], lows: list[str], kinds: dict[str, tuple[str, object]]) -> Sentence:
+    """``sentence`` for a sentence that names a month: token by token, a month and its day as one date."""
     words: set[int] = set()
     numbers: set[int] = set()
     years: set[int] = set()
     skip = False
-    for at, token in enumerate(tokens_):
+    for at, (token, low) in enumerate(zip(tokens_, lows)):
         if skip:
             skip = False
             continue
         if token[0].isdigit():
-            value = number(token)
-            if len(value) == 4 and _YEAR.match(value):
-                years.add(int(value))
-            else:
-                numbers.add(_hash32(value))
+            _figure(token, numbers, years)
             continue
-        low = token.casefold()
         kind = kinds.get(low)
         if kind is None:
             if len(low) > 1:
-                stem = low[:STEM]
-                words.add(_WORD_HASHES.get(stem) or _word_hash(stem))
+                words.add(_WORD_HASHES.get(low) or _word_hash(low))
         elif kind[0] == "number":
             numbers.add(kind[1])  # type: ignore[arg-type]
         elif kind[0] == "month":
