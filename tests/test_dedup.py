@@ -7,6 +7,7 @@ pipeline over it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -319,3 +320,289 @@ def test_a_teaser_joins_its_full_story_not_a_digest_that_quotes_it() -> None:
         decision = dedup.decide(FLOOD_TEASER.text, FLOOD_TEASER.title, order, CFG)
         assert decision.cluster_id == order[0].cluster_id if order[0].text == FLOOD.text else decision.cluster_id == 9
         assert decision.absorb == ()  # the lone digest is not a copy of the teaser: it stays apart
+
+
+# ---------------------------------------------------------------------------- paraphrases, templates, time
+
+# Texts written for these tests: a wire story, a sentence-by-sentence rewrite of it
+# (synonyms swapped, names and figures kept), and a weekly template report in two
+# editions (same wording, other figures) -- the cases of docs/dedup.md.
+WIRE = "\n\n".join([
+    "Firefighters in Kestrelmouth battled a blaze aboard the ferry Valdoria on Tuesday after it caught fire "
+    "near the Brannock lighthouse with 412 passengers on board, the coastguard said.",
+    "All passengers were taken off by lifeboats within two hours and 17 people were treated for smoke "
+    "inhalation at the Saint Orlov hospital, according to harbour master Ilse Vantongeren.",
+    "The Valdoria, operated by Corvane Lines, had left the port of Kestrelmouth at 7.45 am for its daily "
+    "crossing to the island of Tessaly, a journey of about 3.5 hours.",
+    "Investigators from the maritime safety board were expected to board the vessel once the fire was out, "
+    "and Corvane Lines suspended all crossings until further notice.",
+    "Vantongeren said the crew had followed the emergency procedures well and praised the lifeboat teams "
+    "from Kestrelmouth and Brannock for their fast response.",
+])
+SPUN = "\n\n".join([
+    "Fire crews in Kestrelmouth fought flames on the ferry Valdoria on Tuesday once the ship was engulfed "
+    "close to the Brannock lighthouse carrying 412 travellers, coastguard officials stated.",
+    "Every traveller was evacuated by lifeboat inside two hours while 17 individuals received care for "
+    "smoke inhalation at Saint Orlov hospital, harbour master Ilse Vantongeren reported.",
+    "The Valdoria, run by Corvane Lines, departed the harbour of Kestrelmouth at 7.45 am on its usual daily "
+    "trip to Tessaly island, a voyage lasting roughly 3.5 hours.",
+    "Inspectors of the maritime safety board planned to go aboard the ship after the blaze was extinguished, "
+    "while Corvane Lines halted every crossing until further notice.",
+    "Vantongeren stated the crew had carried out the emergency procedures properly and commended the "
+    "lifeboat crews of Kestrelmouth and Brannock for reacting quickly.",
+])
+OTHER_EVENT = "\n\n".join([
+    "Corvane Lines said on Wednesday it would resume its Kestrelmouth crossings next week with a chartered "
+    "vessel while the Valdoria remains in dry dock at the Brannock yard.",
+    "The company's chief executive Mirela Ostapovich told reporters that the fire had started in an engine "
+    "room and that insurers would cover the repairs, expected to take three months.",
+    "Passenger groups in Tessaly have asked the maritime safety board to publish its findings quickly, "
+    "saying islanders depend on the daily crossings for work and school.",
+    "Ostapovich said refunds would be offered to all ticket holders and that the chartered ferry would "
+    "carry up to 300 passengers on each trip.",
+])
+
+
+def weekly(week: str, change: str, total: str, assets: str, gold: str) -> str:
+    """One edition of a weekly reserves template: the same sentences, that week's figures."""
+    return "\n\n".join([
+        f"Veltrania's foreign exchange reserves rose by {change} billion to {total} billion in the week ended "
+        f"{week}, the Bank of Veltrania said on Friday.",
+        f"Foreign currency assets, the largest component of the reserves, increased by {assets} billion, "
+        "according to the weekly statistical supplement of the Bank of Veltrania.",
+        f"Gold reserves went up by {gold} billion during the week, the central bank said.",
+        "The reserves include foreign currency assets, gold, special drawing rights and the reserve position "
+        "with the International Monetary Fund, and are reported every Friday by the Bank of Veltrania.",
+    ])
+
+
+WEEK_8 = weekly("March 8", "2.164", "584.248", "1.657", "0.412")
+WEEK_15 = weekly("March 15", "4.532", "588.780", "3.871", "0.503")
+
+
+def today_in_history(weekday: str, number: str, year: str) -> str:
+    """One year's edition of an almanac column: the same historical entries, another year's first lines."""
+    return "\n\n".join([
+        f"Today is {weekday}, March 26, the {number}th day of {year}. There are 280 days left in the year.",
+        "On March 26, 1827, the composer Ludwig van Beethoven died in Vienna at the age of 56 after a long illness.",
+        "In 1945, during the Second World War, the island of Iwo Jima was fully secured by American forces after "
+        "a final desperate attack.",
+        "In 1979, a peace treaty between Egypt and Israel was signed at the White House by Anwar Sadat and "
+        "Menachem Begin, with Jimmy Carter as witness.",
+    ])
+
+
+def cand(item_id: int, cluster_id: int, text: str, *, when: datetime | None = None, **kw) -> Candidate:
+    """A candidate as the store gives it: with stored features and signature."""
+    fp = dedup.fingerprint(text, SCHEME, when)
+    return Candidate(item_id=item_id, cluster_id=cluster_id, title="", text=text, is_canonical=kw.pop("canonical", True),
+                     features=fp.features, signature=fp.signature, shingle_count=fp.shingle_count, when=when, **kw)
+
+
+def decide_new(text: str, candidates: list[Candidate], cfg: DedupConfig = CFG, when: datetime | None = None):
+    fp = dedup.fingerprint(text, SCHEME, when)
+    return dedup.decide(text, "", candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
+                        when=when, signature=fp.signature)
+
+
+def test_a_paraphrased_copy_joins_on_aligned_sentences_and_rare_entities() -> None:
+    shingled = dedup.similarity(dedup.prepare(SPUN, 3), dedup.prepare(WIRE, 3), CFG)
+    assert not shingled.method and shingled.jaccard < 0.15  # word shingles do not see it
+    decision = decide_new(SPUN, [cand(1, 1, WIRE)])
+    assert (decision.kind, decision.method, decision.cluster_id) == ("duplicate", "paraphrase", 1)
+    signals = {s.name: s for s in decision.evidence}
+    assert signals["sentences"].passed and signals["sentences"].value >= CFG.sentence_share
+    assert signals["entities"].value >= CFG.min_entities and signals["numbers_disagree"].value == 0
+    assert "paraphrase:" in decision.reason and "rare entities shared" in decision.reason
+
+
+def test_a_different_article_on_the_same_event_stays_apart_despite_its_names() -> None:
+    decision = decide_new(OTHER_EVENT, [cand(1, 1, WIRE), cand(2, 1, SPUN, canonical=False)])
+    assert decision.kind == "new"
+    assert any(s.name == "entities" for s in decision.evidence)  # the closest candidate's signals are kept
+
+
+def test_without_paraphrase_evidence_the_spun_copy_stays_apart() -> None:
+    off = replace(CFG, paraphrase=False)
+    decision = decide_new(SPUN, [cand(1, 1, WIRE)], off)
+    assert decision.kind == "new" and not any(s.name == "sentences" for s in decision.evidence)
+    assert dedup.scheme_for(off).entity_bands == 0 and dedup.scheme_for(off).sentence_keys == 0
+
+
+def test_a_template_report_of_another_week_stays_apart_though_its_words_match() -> None:
+    words = dedup.similarity(dedup.prepare(WEEK_15, 3), dedup.prepare(WEEK_8, 3), CFG)
+    assert words.method  # the shingles alone would merge the two editions
+    decision = decide_new(WEEK_15, [cand(1, 1, WEEK_8)])
+    assert decision.kind == "new" and "numbers say another day" in decision.reason
+    assert not {s.name: s for s in decision.evidence}["numbers_disagree"].passed
+    # the same week's report, copied, still joins
+    copy = WEEK_8.replace("the central bank said", "the bank said in a statement")
+    assert decide_new(copy, [cand(1, 1, WEEK_8)]).kind == "duplicate"
+
+
+def test_an_almanac_edition_of_another_year_stays_apart() -> None:
+    this_year, last_year = today_in_history("Tuesday", "86", "2024"), today_in_history("Sunday", "85", "2023")
+    assert dedup.similarity(dedup.prepare(this_year, 3), dedup.prepare(last_year, 3), CFG).method
+    decision = decide_new(this_year, [cand(1, 1, last_year)])
+    assert decision.kind == "new"
+    assert not {s.name: s for s in decision.evidence}["years_disagree"].passed
+
+
+def test_paraphrase_matches_need_the_time_window() -> None:
+    near, far = T0 + timedelta(days=2), T0 + timedelta(days=10)
+    assert decide_new(SPUN, [cand(1, 1, WIRE, when=T0)], when=near).method == "paraphrase"
+    late = decide_new(SPUN, [cand(1, 1, WIRE, when=T0)], when=far)
+    assert late.kind == "new"
+    assert not {s.name: s for s in late.evidence}["window_hours"].passed
+    # exact copies are not held to the window
+    assert decide_new(WIRE, [cand(1, 1, WIRE, when=T0, same_content=True)], when=far).method == "content_hash"
+
+
+def test_a_lone_paraphrase_that_came_first_is_taken_in_when_it_matches_the_canonical() -> None:
+    syndicated = WIRE + "\n\nThis story was provided by a wire service and has not been edited by our staff."
+    candidates = [cand(1, 1, WIRE), cand(9, 9, SPUN)]
+    decision = decide_new(syndicated, candidates)
+    assert decision.cluster_id == 1 and decision.absorb == (9,)
+    # a lone paraphrase of another story is not carried along
+    unrelated = [cand(1, 1, WIRE), cand(9, 9, OTHER_EVENT)]
+    assert decide_new(syndicated, unrelated).absorb == ()
+
+
+def test_candidates_far_apart_on_their_signatures_skip_exact_shingling() -> None:
+    markets, teaser = dedup.fingerprint(MARKETS_11.text, SCHEME), dedup.fingerprint(FLOOD_TEASER.text, SCHEME)
+    far = dedup._far(markets.signature, markets.shingle_count, cand(1, 1, FLOOD.text), CFG)
+    assert far is not None and far.estimated and not far.method
+    assert dedup._far(teaser.signature, teaser.shingle_count, cand(1, 1, FLOOD.text), CFG) is None
+    # the decision is the one exact shingling makes
+    for text in (FLOOD_UPDATE.text, FLOOD_TEASER.text, INSURANCE.text, MARKETS_12.text):
+        candidates = [cand(1, 1, FLOOD.text), cand(2, 2, MARKETS_11.text)]
+        with_signatures = decide_new(text, candidates)
+        exact = dedup.decide(text, "", candidates, CFG, features=dedup.fingerprint(text, SCHEME).features)
+        assert (with_signatures.kind, with_signatures.cluster_id, with_signatures.method) == (
+            exact.kind, exact.cluster_id, exact.method)
+
+
+def test_entity_keys_propose_a_paraphrase_within_the_window_only() -> None:
+    wire = set(dedup.fingerprint(WIRE, SCHEME, T0).band_keys)
+    spun = dedup.fingerprint(SPUN, SCHEME, T0 + timedelta(days=1))
+    assert not wire & set(dedup.fingerprint(SPUN, SCHEME).band_keys[: SCHEME.bands])  # word bands miss it
+    assert wire & (set(spun.band_keys) | set(spun.probe_keys))
+    far = dedup.fingerprint(SPUN, SCHEME, T0 + timedelta(days=3 * CFG.window / 86400 + 1))
+    entity_only = set(far.band_keys) - set(dedup.fingerprint(SPUN, SCHEME, T0).band_keys)
+    assert not wire & (entity_only | set(far.probe_keys))
+
+
+def test_items_a_window_apart_meet_across_a_bucket_edge() -> None:
+    # every time within a window of another sits in its bucket or in the probed neighbour
+    width = SCHEME.entity_bucket
+    for offset in (0.0, 0.2, 0.49, 0.51, 0.9, 0.999):
+        start = datetime.fromtimestamp(width * (1000 + offset), tz=timezone.utc)
+        for apart in (-CFG.window, -1.0, 1.0, CFG.window):
+            later = start + timedelta(seconds=apart)
+            stored = dedup.entity_keys(decode(dedup.fingerprint(SPUN, SCHEME, start).features).entities,
+                                       dedup._buckets(start, SCHEME)[0], SCHEME)
+            b = dedup.fingerprint(SPUN, SCHEME, later)
+            assert stored and set(stored) <= set(b.band_keys) | set(b.probe_keys), (offset, apart)
+
+
+# ---------------------------------------------------------------------------- features
+
+
+def test_sentences_keep_numbers_and_dates_and_align_in_order() -> None:
+    from ingest import sentences as S
+
+    assert S.split("Mr. Vantongeren said 17 were hurt. Nov. 28 was cold! Was it? Yes.") == [
+        "Mr. Vantongeren said 17 were hurt.", "Nov. 28 was cold!", "Was it?", "Yes."]
+    a, b = (S.sentence(S.tokens(f"Reserves rose for the week ended {d}, the bank said.")) for d in ("March 8", "March 15"))
+    assert a.words == b.words and S.numbers_agree(a, b) is False  # the dates differ
+    same = S.sentence(S.tokens("All forty-one workers were rescued after 17 days, officials said on Tuesday."))
+    spun = S.sentence(S.tokens("Rescuers freed all 41 trapped workers following seventeen (17) days, officials said."))
+    assert S.numbers_agree(same, spun) is True  # {40, 17} and {41, 17}: half of the figures shared
+    story = dedup.fingerprint(WIRE, SCHEME).features
+    forward = S.align(decode(story).sentences, decode(dedup.fingerprint(SPUN, SCHEME).features).sentences)
+    backward = S.align(decode(story).sentences, tuple(reversed(decode(dedup.fingerprint(SPUN, SCHEME).features).sentences)))
+    assert forward.aligned >= 4 and forward.coverage >= CFG.sentence_share > backward.coverage
+
+
+def test_entities_are_rare_names_and_long_numbers_not_years_or_sentence_openers() -> None:
+    from ingest.entities import entities
+    from ingest.sentences import split, tokens
+
+    found = entities([tokens(p) for p in split("Kestrelmouth fire. The ferry Valdoria carried 412 people in 2024 "
+                                               "past Baltimore and Brannock.")])
+    assert found == {"valdoria", "#412", "brannock"}  # Baltimore is common, 2024 a year, Kestrelmouth opened a sentence
+
+
+def test_features_survive_the_stored_form() -> None:
+    from ingest import features
+
+    for text in (WIRE, SPUN, WEEK_8, FLOOD.text, ""):
+        extracted = features.extract(text)
+        assert features.decode(features.encode(extracted)) == extracted
+    assert features.decode(b"") == features.EMPTY
+    assert features.decode(bytes([features.VERSION + 1]) + b"\x00" * 8) == features.EMPTY
+
+
+# ---------------------------------------------------------------------------- through the pipeline and the store
+
+
+def _feed_file(path: Path, items: list[tuple[str, str, str]]) -> str:
+    """An RSS file of (guid, title, text) items, paragraphs as <p>; returns its path."""
+    from tests.loopback import rss
+
+    body = [(guid, f"https://{path.stem}.example/{guid}", title, "".join(f"<p>{p}</p>" for p in text.split("\n\n")))
+            for guid, title, text in items]
+    path.write_bytes(rss(body, title=path.stem))
+    return str(path)
+
+
+def test_pipeline_stores_the_evidence_joins_the_paraphrase_and_keeps_short_texts_apart(tmp_path, write_config, cli):
+    import sqlite3
+
+    from tests.conftest import ingest_once
+
+    feeds = {
+        "wire": [("w1", "Ferry fire", WIRE), ("w2", "Gallery", "Photo gallery: the ferry fire")],
+        "farm": [("f1", "Ferry blaze", SPUN), ("f2", "Gallery", "Photo gallery: the ferry fire")],
+        "bank": [("b1", "Reserves", WEEK_8)],
+        "bank2": [("b2", "Reserves", WEEK_15)],
+    }
+    sources = "".join(f'[[sources]]\nname = "{name}"\nurl = "{_feed_file(tmp_path / f"{name}.xml", items)}"\n\n'
+                      for name, items in feeds.items())
+    config = write_config(f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n\n{sources}')
+    report = ingest_once(config)
+    assert not report.failed
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        rows = {guid: (item_id, cluster, method, evidence) for item_id, guid, cluster, method, evidence in conn.execute(
+            "SELECT id, guid, cluster_id, decision_method, decision_evidence FROM items")}
+        stored = conn.execute("SELECT count(*) FROM items WHERE features IS NOT NULL").fetchone()[0]
+    assert stored == 6
+    assert rows["f1"][1] == rows["w1"][1] and rows["f1"][2] == "paraphrase"
+    assert {s["name"] for s in json.loads(rows["f1"][3])} >= {"sentences", "entities", "numbers_disagree"}
+    assert rows["w2"][1] != rows["f2"][1]  # one line alike, same title: too short to say (issue 16 item 3)
+    assert rows["b1"][1] != rows["b2"][1]  # two weeks of one template
+    shown = cli("show", str(rows["f1"][0]), "-c", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "pass  sentences" in shown.stdout and "numbers_disagree" in shown.stdout
+
+
+def test_a_store_made_before_the_features_is_upgraded_and_asks_for_resign(tmp_path) -> None:
+    import sqlite3
+
+    from ingest.errors import SignatureMismatch
+    from ingest.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old_scheme = {k: v for k, v in SCHEME.as_dict().items()
+                  if k not in ("features", "entity_bands", "entity_rows", "entity_bucket", "sentence_keys")}
+    Store.open(url, old_scheme).close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:  # as a store of schema version 1 was
+        conn.execute("ALTER TABLE items DROP COLUMN features")
+        conn.execute("ALTER TABLE items DROP COLUMN decision_evidence")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(SignatureMismatch, match="features: store has None.*ingest resign"):
+        Store.open(url, SCHEME.as_dict())
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert {"features", "decision_evidence"} <= columns and version == "2"
