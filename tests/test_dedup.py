@@ -606,3 +606,33 @@ def test_a_store_made_before_the_features_is_upgraded_and_asks_for_resign(tmp_pa
         columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     assert {"features", "decision_evidence"} <= columns and version == "2"
+
+
+# ---------------------------------------------------------------------------- real syndicated copies (../shared)
+
+
+@pytest.fixture(scope="module")
+def real_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The check and tune scores of one real pipeline run over ../shared/realcopies (about 10 s)."""
+    from tests import realcopies
+
+    items = realcopies.load()
+    if items is None:
+        pytest.skip(f"{realcopies.FOLDER} is absent: the real copies are third-party data kept outside the repository")
+    labels = realcopies.run_pipeline(items, tmp_path_factory.mktemp("realcopies"))
+    return {split: realcopies.score(items, labels, split) for split in realcopies.SPLITS}
+
+
+def test_real_copies_meet_the_check_targets(real_scores: dict[str, dict]) -> None:
+    """Issue 13 item 4, default settings, the check half (thresholds were chosen on tune)."""
+    check = real_scores["check"]
+    pairwise, spun, negatives = check["pairwise"], check["spun_items_joined"], check["hard_negatives"]
+    assert pairwise["precision"] >= 0.97, pairwise
+    assert spun["joined"] >= 0.4 * spun["items"], spun
+    assert negatives["pairs_merged"] <= 0.01 * negatives["items"], negatives
+    assert pairwise["f1"] >= 0.80, pairwise
+
+
+def test_real_copies_tune_half_keeps_its_precision(real_scores: dict[str, dict]) -> None:
+    tune = real_scores["tune"]
+    assert tune["pairwise"]["precision"] >= 0.97 and tune["hard_negatives"]["pairs_merged"] == 0, tune
