@@ -296,10 +296,7 @@ def entity_keys(entities: frozenset[int], bucket: int, scheme: SignatureScheme) 
     """
     if len(entities) < MIN_KEY_ENTITIES or not scheme.entity_bands:
         return ()
-    count = scheme.entity_bands * scheme.entity_rows
-    a, b = _entity_permutations(count)
-    values = np.array(sorted(entities), dtype=np.uint64)
-    mins = ((a[:, None] * values[None, :] + b[:, None]) & np.uint64(0xFFFF_FFFF)).min(axis=1).astype("<u4")
+    mins = _entity_minhash(entities, scheme.entity_bands * scheme.entity_rows)
     stamp = int(bucket).to_bytes(8, "little", signed=True)
     rows = scheme.entity_rows
     return tuple(
@@ -307,6 +304,14 @@ def entity_keys(entities: frozenset[int], bucket: int, scheme: SignatureScheme) 
         & 0x7FFF_FFFF_FFFF_FFFF
         for band in range(scheme.entity_bands)
     )
+
+
+@lru_cache(maxsize=16)
+def _entity_minhash(entities: frozenset[int], count: int) -> np.ndarray:
+    # cached: one text's keys and probe keys are the same MinHash in two buckets
+    a, b = _entity_permutations(count)
+    values = np.array(sorted(entities), dtype=np.uint64)
+    return ((a[:, None] * values[None, :] + b[:, None]) & np.uint64(0xFFFF_FFFF)).min(axis=1).astype("<u4")
 
 
 def _paragraph_key(words: list[str]) -> int:

@@ -36,15 +36,15 @@ def entities(pieces: list[list[str]]) -> frozenset[str]:
     common = common_words()
     out = set()
     for piece in pieces:
-        for at, token in enumerate(piece):
-            if token[0].isdigit():
+        out.update(
+            low for low in (t.casefold() for t in piece[1:] if t[0].isupper() and len(t) > 1)
+            if low not in common and low not in MONTHS
+        )
+        for token in piece:
+            if token[0].isdigit() and len(token) >= NUMBER_DIGITS:
                 value = number(token)
                 if sum(c.isdigit() for c in value) >= NUMBER_DIGITS and not _YEAR.match(value):
                     out.add("#" + value)
-            elif at and token[0].isupper() and len(token) > 1:
-                low = token.casefold()
-                if low not in common and low not in MONTHS:
-                    out.add(low)
     return frozenset(out)
 
 

@@ -46,7 +46,7 @@ EMPTY = Features((), frozenset())
 
 def extract(text: str) -> Features:
     """The features of a clean text."""
-    pieces = [tokens(piece) for piece in split(text)[:MAX_PIECES]]  # tokenised once for both
+    pieces = [tokens(piece) for piece in split(text, MAX_PIECES)]  # tokenised once for both
     return Features(sentences(pieces, MAX_SENTENCES), hashed(entities(pieces)))
 
 

@@ -43,6 +43,7 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
 # a sentence ends at . ! ? (and closing quotes/brackets) before a space and a capital or digit
 _END = re.compile(r"(?<=[.!?])[\"”’')\]]*\s+(?=[\"“‘'(\[]?[A-Z0-9])")
 # ... unless the piece ends in an abbreviation ("Nov.", "Mr.", "U.S.", "No.")
+_ABBREVIATION_SPAN = 12  # characters before a full stop in which an abbreviation is looked for
 _ABBREVIATION = re.compile(r"(?:\b[A-Z][a-z]{0,3}|\b(?:[A-Z]\.)+[A-Z]?|\b[Nn]o|\bvs)\.[\"”’')\]]*$")
 _YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
 
@@ -114,21 +115,25 @@ class Sentence:
         return len(self.words)
 
 
-def split(text: str) -> list[str]:
-    """The sentences of ``text``: each paragraph (line) cut after . ! ? before a capital or digit."""
-    out = []
+def split(text: str, limit: int | None = None) -> list[str]:
+    """The sentences of ``text`` (the first ``limit``): each paragraph (line) cut after . ! ? before a capital or digit."""
+    out: list[str] = []
     for paragraph in text.splitlines():
         paragraph = paragraph.strip()
         if not paragraph:
             continue
         start = 0
         for match in _END.finditer(paragraph):
-            if _ABBREVIATION.search(paragraph[start : match.start()]):
+            # an abbreviation is a few letters: look at the end of the piece only
+            if _ABBREVIATION.search(paragraph[max(start, match.start() - _ABBREVIATION_SPAN) : match.start()]):
                 continue
             out.append(paragraph[start : match.start()].strip())
             start = match.end()
         out.append(paragraph[start:].strip())
-    return [s for s in out if s]
+        if limit is not None and len(out) >= limit:
+            break
+    out = [s for s in out if s]
+    return out if limit is None else out[:limit]
 
 
 def tokens(sentence: str) -> list[str]:
