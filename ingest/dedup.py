@@ -436,22 +436,29 @@ class Paraphrase:
     seconds: float | None  # publication (else fetch) times apart; None when a time is unknown
     figures_only: bool = False  # only the sentences with figures were aligned (for the guard)
 
-    @property
-    def template(self) -> bool:
-        """Aligned sentences state other figures or another year: a report of another day.
+    def conflict_bar(self, words_match: bool) -> int:
+        """How many aligned sentences stating other figures make two texts reports of another day.
 
-        A near-identical sentence with another year is another edition of a template
-        (on tune: never within a story); otherwise the figures must not disagree in
-        more aligned sentences than they agree in, counting at least two conflicts (an
-        update changes one figure; a report of another week changes most of them).
+        Texts whose words match (a shingle rule) are one story with some figures
+        updated unless the figures disagree in at least two aligned sentences and in
+        twice as many as agree (on tune, weekly reports of other weeks: 4-6 disagree,
+        0-2 agree; same-story word matches: at most 3 disagree, with 2-5 agreeing);
+        texts matched on weaker evidence are held to one disagreeing sentence, and at
+        least as many as agree.
         """
         a = self.alignment
-        return a.edition > 0 or (a.conflict >= TEMPLATE_CONFLICTS and a.conflict >= a.agree)
+        return max(2, 2 * a.agree) if words_match else max(1, a.agree)
 
+    def another_day(self, words_match: bool) -> bool:
+        """Aligned sentences state other figures, or another year: a report of another day.
 
-# Conflicting aligned sentences (more than agreeing ones) that make two texts reports of
-# another day: on tune, 1 same-story pair of 168 has two, 311 other pairs of 810 do.
-TEMPLATE_CONFLICTS = 1
+        A near-identical sentence with another year is another edition of a template
+        (on tune: never within a story); otherwise see ``conflict_bar``. On tune, the
+        lenient bar still flags all 9 other-story pairs that word shingles match
+        (weekly reports, almanac editions) and no same-story one; the strict one flags
+        1,021 other-story pairs and 9 of 168 same-story ones.
+        """
+        return self.alignment.edition > 0 or self.alignment.conflict >= self.conflict_bar(words_match)
 NO_PARAPHRASE = Paraphrase(0, 0.0, NO_ALIGNMENT, None)
 # A paraphrase is recognised sentence by sentence: one or two shared sentences are what
 # different articles on one event have (a quoted statement, the same lead fact).
@@ -495,10 +502,10 @@ def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
     aligned sentences corroborated by shingles ("sentences") or by rare entities ("paraphrase")."""
     if not cfg.paraphrase:
         return sim.method
-    if para.template:
-        return ""
     if sim.method:
-        return sim.method
+        return "" if para.another_day(words_match=True) else sim.method
+    if para.another_day(words_match=False):
+        return ""
     if (
         _in_window(para, cfg) and para.alignment.coverage >= _bar(cfg.sentence_share * CORROBORATE_SENTENCES, cfg)
         and sim.containment >= _bar(CORROBORATE_CONTAINMENT, cfg)
@@ -698,7 +705,7 @@ def _describe(match: Match, cfg: DedupConfig) -> str:
             f"{f', {a.edition} on the year' if a.edition else ''}), {para.entities} rare entities shared "
             f"({para.entity_share:.0%})"
         )
-        if para.template:
+        if para.another_day(words_match=bool(sim.method)):
             line += ": numbers say another day"
     if not match.method:
         line += (
@@ -721,8 +728,7 @@ def _evidence(match: Match, cfg: DedupConfig) -> tuple[Signal, ...]:
         para, a = match.para, match.para.alignment
         if not para.figures_only:
             out.append(Signal("sentences", a.coverage, cfg.sentence_share, a.coverage >= cfg.sentence_share))
-        # aligned sentences stating other figures fail at max(TEMPLATE_CONFLICTS, those agreeing)
-        bar = max(TEMPLATE_CONFLICTS, a.agree)
+        bar = para.conflict_bar(words_match=bool(sim.method))  # disagreeing sentences that say another day
         out += [
             Signal("entities", para.entities, cfg.min_entities, para.entities >= cfg.min_entities),
             Signal("entity_share", round(para.entity_share, 4), cfg.entity_share, para.entity_share >= cfg.entity_share),
@@ -833,15 +839,16 @@ def _closeness(match: Match) -> float:
 
 def _supports(canonical: Match, cfg: DedupConfig) -> bool:
     """Does the cluster's canonical item back a match with another member (half the levels)?"""
-    sim = canonical.sim
-    if cfg.paraphrase and canonical.para.template:
-        return False
-    return (
-        bool(canonical.method)
-        or sim.jaccard >= cfg.threshold / 2
-        or sim.containment >= cfg.containment / 2
+    sim, para = canonical.sim, canonical.para
+    words = (
+        sim.jaccard >= cfg.threshold / 2 or sim.containment >= cfg.containment / 2
         or (cfg.min_passages > 0 and sim.passages >= 2)
-        or (cfg.paraphrase and _paraphrased(canonical.para, cfg, 0.5))
+    )
+    if not cfg.paraphrase:
+        return bool(canonical.method) or words
+    return bool(canonical.method) or (
+        (words and not para.another_day(words_match=True))
+        or (_paraphrased(para, cfg, 0.5) and not para.another_day(words_match=False))
     )
 
 
