@@ -846,9 +846,9 @@ def _supports(canonical: Match, cfg: DedupConfig) -> bool:
     )
     if not cfg.paraphrase:
         return bool(canonical.method) or words
+    # support at half the bars is weak evidence: held to the strict number guard
     return bool(canonical.method) or (
-        (words and not para.another_day(words_match=True))
-        or (_paraphrased(para, cfg, 0.5) and not para.another_day(words_match=False))
+        (words or _paraphrased(para, cfg, 0.5)) and not para.another_day(words_match=False)
     )
 
 
