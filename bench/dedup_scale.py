@@ -191,8 +191,9 @@ def check(texts: list[list[list[str]]], scheme) -> None:  # type: ignore[no-unty
     from ingest import dedup
 
     whens = [published(i + 1) for i in range(len(texts))]
-    for text, when, (content_hash, count, signature, keys, features) in zip(texts, whens, fingerprints(texts, scheme, whens)):
+    for text, when, made in zip(texts, whens, fingerprints(texts, scheme, whens)):
         real = dedup.fingerprint(render(text), scheme, when)
+        content_hash, count, signature, keys, features = made
         assert (real.content_hash, real.shingle_count, real.signature, real.band_keys, real.features) == (
             content_hash, count, signature, keys, features)
 
@@ -218,9 +219,9 @@ def _write(conn, start, texts, prints, source_id, now, keys_all, ids_all, filled
         item_id = start + offset + 1
         when = published(item_id).replace(tzinfo=None).isoformat(sep=" ")
         clusters.append((item_id, item_id, 1, now, now, str(uuid.UUID(int=item_id))))  # uid: unique per cluster
-        items.append((item_id, source_id, f"s{item_id}", f"s{item_id}", f"Story {item_id}", when, when, now, f"e{item_id}",
-                      "content", render(text), content_hash, count, signature, item_id, "none", 0.0, 0.0, "synthetic",
-                      features))
+        items.append((item_id, source_id, f"s{item_id}", f"s{item_id}", f"Story {item_id}", when, when, now,
+                      f"e{item_id}", "content", render(text), content_hash, count, signature, item_id, "none", 0.0,
+                      0.0, "synthetic", features))
         unique = sorted(set(keys))
         keys_all[filled : filled + len(unique)] = unique
         ids_all[filled : filled + len(unique)] = item_id

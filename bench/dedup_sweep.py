@@ -49,7 +49,7 @@ def replay(items: Sequence[Item], texts: dict[str, str], cfg: DedupConfig, rows:
         item = by_id[item_id]
         fp = dedup.fingerprint(texts[item_id], scheme)
         hits: Counter[int] = Counter()
-        for key in set(fp.band_keys):
+        for key in set(fp.band_keys) | set(fp.probe_keys):
             hits.update(index.get(key, ()))
         collisions += sum(1 for j in hits if by_id[order[j]].event != item.event)
         chosen = [j for j, _ in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.max_candidates]]
@@ -59,11 +59,15 @@ def replay(items: Sequence[Item], texts: dict[str, str], cfg: DedupConfig, rows:
             Candidate(
                 item_id=j, cluster_id=cluster_of[j], title=by_id[order[j]].title, text=texts[order[j]],
                 is_canonical=canonical[cluster_of[j]] == j, band_hits=hits.get(j, 0),
-                same_content=fps[j].content_hash == fp.content_hash,
+                same_content=fps[j].content_hash == fp.content_hash, features=fps[j].features,
+                signature=fps[j].signature, shingle_count=fps[j].shingle_count,
             )
             for j in dict.fromkeys(exact + chosen)
         ]
-        decision = dedup.decide(texts[item_id], item.title, candidates, cfg)
+        decision = dedup.decide(
+            texts[item_id], item.title, candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
+            signature=fp.signature,
+        )
         cluster = decision.cluster_id if decision.kind == "duplicate" and decision.cluster_id is not None else n
         cluster_of.append(cluster)
         fps.append(fp)

@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rc.FOLDER} is absent: nothing to measure (the data is never copied into the repository)")
         return 0
     counts = {s: sum(1 for i in items if i.split == s) for s in rc.SPLITS}
-    print(f"{len(items)} items ({counts}), {len({i.cluster for i in items})} stories, {len({i.site for i in items})} sites")
+    stories, sites = len({i.cluster for i in items}), len({i.site for i in items})
+    print(f"{len(items)} items ({counts}), {stories} stories, {sites} sites")
     results = measure(items, args.runs, lambda line: print(line, file=sys.stderr))
     results["runs"] = args.runs
     results["cleaning (bench.real_cleaning)"] = cleaning_figures()

@@ -695,7 +695,8 @@ def _describe(match: Match, cfg: DedupConfig) -> str:
     sim, para = match.sim, match.para
     line = (
         f"jaccard {sim.jaccard:.2f}, containment {sim.containment:.2f}, "
-        + ("estimated from signatures" if sim.estimated else f"{sim.passages} shared paragraphs ({sim.passage_share:.0%})")
+        + ("estimated from signatures" if sim.estimated
+           else f"{sim.passages} shared paragraphs ({sim.passage_share:.0%})")
     )
     if cfg.paraphrase:
         a = para.alignment
@@ -731,7 +732,8 @@ def _evidence(match: Match, cfg: DedupConfig) -> tuple[Signal, ...]:
         bar = para.conflict_bar(words_match=bool(sim.method))  # disagreeing sentences that say another day
         out += [
             Signal("entities", para.entities, cfg.min_entities, para.entities >= cfg.min_entities),
-            Signal("entity_share", round(para.entity_share, 4), cfg.entity_share, para.entity_share >= cfg.entity_share),
+            Signal("entity_share", round(para.entity_share, 4), cfg.entity_share,
+                   para.entity_share >= cfg.entity_share),
             Signal("numbers_disagree", a.conflict, bar, a.conflict < bar),
             Signal("years_disagree", a.edition, 1, a.edition < 1),
         ]

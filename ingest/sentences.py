@@ -116,7 +116,7 @@ class Sentence:
 
 
 def split(text: str, limit: int | None = None) -> list[str]:
-    """The sentences of ``text`` (the first ``limit``): each paragraph (line) cut after . ! ? before a capital or digit."""
+    """The sentences of ``text`` (the first ``limit``): each line cut after . ! ? before a capital or digit."""
     out: list[str] = []
     for paragraph in text.splitlines():
         paragraph = paragraph.strip()

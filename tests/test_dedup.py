@@ -395,8 +395,10 @@ def today_in_history(weekday: str, number: str, year: str) -> str:
 def cand(item_id: int, cluster_id: int, text: str, *, when: datetime | None = None, **kw) -> Candidate:
     """A candidate as the store gives it: with stored features and signature."""
     fp = dedup.fingerprint(text, SCHEME, when)
-    return Candidate(item_id=item_id, cluster_id=cluster_id, title="", text=text, is_canonical=kw.pop("canonical", True),
-                     features=fp.features, signature=fp.signature, shingle_count=fp.shingle_count, when=when, **kw)
+    return Candidate(
+        item_id=item_id, cluster_id=cluster_id, title="", text=text, is_canonical=kw.pop("canonical", True),
+        features=fp.features, signature=fp.signature, shingle_count=fp.shingle_count, when=when, **kw,
+    )
 
 
 def decide_new(text: str, candidates: list[Candidate], cfg: DedupConfig = CFG, when: datetime | None = None):
@@ -513,14 +515,15 @@ def test_sentences_keep_numbers_and_dates_and_align_in_order() -> None:
 
     assert S.split("Mr. Vantongeren said 17 were hurt. Nov. 28 was cold! Was it? Yes.") == [
         "Mr. Vantongeren said 17 were hurt.", "Nov. 28 was cold!", "Was it?", "Yes."]
-    a, b = (S.sentence(S.tokens(f"Reserves rose for the week ended {d}, the bank said.")) for d in ("March 8", "March 15"))
+    a, b = (S.sentence(S.tokens(f"Reserves rose for the week ended {d}, the bank said."))
+            for d in ("March 8", "March 15"))
     assert a.words == b.words and S.numbers_agree(a, b) is False  # the dates differ
     same = S.sentence(S.tokens("All forty-one workers were rescued after 17 days, officials said on Tuesday."))
     spun = S.sentence(S.tokens("Rescuers freed all 41 trapped workers following seventeen (17) days, officials said."))
     assert S.numbers_agree(same, spun) is True  # {40, 17} and {41, 17}: half of the figures shared
-    story = dedup.fingerprint(WIRE, SCHEME).features
-    forward = S.align(decode(story).sentences, decode(dedup.fingerprint(SPUN, SCHEME).features).sentences)
-    backward = S.align(decode(story).sentences, tuple(reversed(decode(dedup.fingerprint(SPUN, SCHEME).features).sentences)))
+    story = decode(dedup.fingerprint(WIRE, SCHEME).features).sentences
+    spun = decode(dedup.fingerprint(SPUN, SCHEME).features).sentences
+    forward, backward = S.align(story, spun), S.align(story, tuple(reversed(spun)))
     assert forward.aligned >= 4 and forward.coverage >= CFG.sentence_share > backward.coverage
 
 

@@ -75,7 +75,10 @@ def reprocess(
 def resign(
     db: Database, fingerprint: Callable[[str, datetime | None], Fingerprint], scheme: dict[str, Any],
 ) -> int:
-    """Re-sign every stored text (with its time: published, else fetched) and rebuild the LSH index, in one transaction."""
+    """Re-sign every stored text (with its time: published, else fetched) and rebuild the LSH index.
+
+    One transaction.
+    """
     count = 0
     with db.begin(immediate=True) as conn:
         conn.execute(delete(t.lsh_bands))
