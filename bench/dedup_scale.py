@@ -149,7 +149,7 @@ def fingerprints(
     the entity and sentence keys come from dedup's own functions (all checked against
     dedup.fingerprint by ``check``).
     """
-    from ingest import features as feats
+    from ingest import features as feats, paraphrase
     import xxhash
     from datasketch.minhash import _fmix
 
@@ -179,8 +179,8 @@ def fingerprints(
             dedup._paragraph_key([w.lower() for w in p]) for p in text[: scheme.paragraph_keys]
         ))
         extracted = feats.extract(render(text))
-        keys += dedup.entity_keys(extracted.entities, dedup._buckets(whens[i], scheme)[0], scheme)
-        keys += dedup.sentence_keys(extracted, scheme)
+        keys += paraphrase.entity_keys(extracted.entities, paraphrase.buckets(whens[i], scheme)[0], scheme)
+        keys += paraphrase.sentence_keys(extracted, scheme)
         content_hash = hashlib.sha256(" ".join(words[i]).encode("utf-8")).hexdigest()
         out.append((content_hash, len(sets[i]), values[i].astype("<u4").tobytes(), keys, feats.encode(extracted)))
     return out

@@ -106,7 +106,7 @@ class DedupConfig:
     # similarity match; index keys over rare entities. False: the decision as it was.
     paraphrase: bool = True
     sentence_share: float = 0.5
-    entity_share: float = 0.67
+    entity_share: float = 0.75
     min_entities: int = 2
     window: float = 3 * 86400.0
 

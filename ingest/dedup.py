@@ -27,9 +27,12 @@ import numpy as np
 import xxhash
 
 from ingest.config import DedupConfig
-from ingest.features import EMPTY, VERSION as FEATURES_VERSION, Features, decode, encode, entity_overlap, extract
+from ingest.features import EMPTY, VERSION as FEATURES_VERSION, Features, decode, encode, extract
 from ingest.models import Candidate, DedupDecision, Fingerprint, Member, Signal
-from ingest.sentences import NO_ALIGNMENT, Alignment, Sentence, align
+from ingest.paraphrase import (
+    CORROBORATE_CONTAINMENT, CORROBORATE_SENTENCES, ENTITY_BANDS, ENTITY_ROWS, NO_PARAPHRASE, SENTENCE_KEYS,
+    Paraphrase, buckets, entity_keys, in_window, paraphrase, paraphrased, sentence_keys, share_bar,
+)
 from ingest.text import normalize_words
 
 
@@ -86,27 +89,6 @@ LEAD_PERM = 32
 # them; the decision still verifies every candidate.
 PARAGRAPH_KEYS = 24
 PARAGRAPH_SEED = 0x5EED_0001
-# Rare-entity keys: a paraphrase keeps names and figures, not word triples (today's
-# word bands proposed 113 of the 321 same-story pairs of the real copies, none of most
-# spun copies). Bands of 2 rows over a MinHash of the ~7 rare entities of an item: 12
-# bands proposed 247 of 321 (85 of 115 pairs with a spun copy) with 0.9 other-story
-# candidates an item on that (dense, one-topic) corpus; 3 rows x 16: 228 and 0.45;
-# 1 row x 8: 272 and 4.4. Grouped by time (SignatureScheme.entity_bucket = the
-# window), so a million stored items propose no more than the window's items do.
-ENTITY_BANDS = 16
-ENTITY_ROWS = 3
-ENTITY_SEED = 0x5EED_0002
-MIN_KEY_ENTITIES = 2
-# Sentence keys: one exact key per sentence of at least SENTENCE_KEY_WORDS content
-# words (its set of word stems), for the first SENTENCE_KEYS such sentences. Copies
-# cut at other points and wrapped in other chrome share opening sentences even when
-# they share no whole paragraph; in the tune replay, adding them raised pairwise
-# recall 0.530 -> 0.548 at unchanged precision. Like paragraph keys they are not
-# grouped by time: they name exact content, and each is capped at the newest items.
-SENTENCE_KEYS = 8
-SENTENCE_KEY_WORDS = 6
-SENTENCE_SEED = 0x5EED_0003
-
 # A paragraph of at least PASSAGE_WORDS words is body text; shorter lines are what site
 # chrome is made of (headlines of related stories, captions, navigation, share prompts).
 # Measured on the corpus with chrome added (bench/dedup_quality.py --noisy): copies
@@ -235,7 +217,7 @@ def fingerprint(text: str, scheme: SignatureScheme, when: datetime | None = None
     if scheme.paragraph_keys:
         keys += tuple(dict.fromkeys(_paragraph_key(ws) for ws in body[: scheme.paragraph_keys]))
     features = extract(text)
-    bucket, neighbour = _buckets(when, scheme)
+    bucket, neighbour = buckets(when, scheme)
     keys += entity_keys(features.entities, bucket, scheme)
     keys += sentence_keys(features, scheme)
     probes = entity_keys(features.entities, neighbour, scheme)
@@ -249,69 +231,9 @@ def fingerprint(text: str, scheme: SignatureScheme, when: datetime | None = None
     )
 
 
-def sentence_keys(features: Features, scheme: SignatureScheme) -> tuple[int, ...]:
-    """One key per long-enough sentence (its content-word stems as a set), the first ``sentence_keys`` of them."""
-    out: list[int] = []
-    for s in features.sentences:
-        if len(out) == scheme.sentence_keys:
-            break
-        if len(s.words) >= SENTENCE_KEY_WORDS:
-            packed = np.array(sorted(s.words), dtype="<u2").tobytes()
-            out.append(xxhash.xxh64_intdigest(packed, seed=SENTENCE_SEED) & 0x7FFF_FFFF_FFFF_FFFF)
-    return tuple(dict.fromkeys(out))
-
-
-def _buckets(when: datetime | None, scheme: SignatureScheme) -> tuple[int, int]:
-    """The time bucket of ``when`` and the neighbouring bucket nearer to it.
-
-    Buckets are twice the window wide. Two items at most a window apart are in one
-    bucket, or in two neighbouring ones with each in the half next to the other, so
-    looking up one's own bucket and the nearer neighbour finds the other: one bucket
-    of probe keys instead of two. No time known (a text compared on its own): bucket 0.
-    """
-    if when is None:
-        return 0, -1
-    position = when.timestamp() / scheme.entity_bucket
-    bucket = math.floor(position)
-    return bucket, bucket - 1 if position - bucket < 0.5 else bucket + 1
-
-
 def probe_keys(features: bytes, when: datetime | None, scheme: SignatureScheme) -> tuple[int, ...]:
     """The entity keys of the bucket next to ``when``'s (the nearer one), for stored features (re-clustering)."""
-    return entity_keys(decode(features).entities, _buckets(when, scheme)[1], scheme)
-
-
-@lru_cache(maxsize=4)
-def _entity_permutations(count: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(ENTITY_SEED)
-    return rng.integers(1, 2**32, count, dtype=np.uint64) | np.uint64(1), rng.integers(0, 2**32, count, dtype=np.uint64)
-
-
-def entity_keys(entities: frozenset[int], bucket: int, scheme: SignatureScheme) -> tuple[int, ...]:
-    """One key per band of a MinHash over the entity hashes, mixed with the time bucket.
-
-    Only for texts with at least MIN_KEY_ENTITIES entities: with one, every band is
-    that entity alone, which far too many texts share. The permutations are
-    multiply-add hashes mod 2**32 (32 of them cost ~10 us with numpy).
-    """
-    if len(entities) < MIN_KEY_ENTITIES or not scheme.entity_bands:
-        return ()
-    mins = _entity_minhash(entities, scheme.entity_bands * scheme.entity_rows)
-    stamp = int(bucket).to_bytes(8, "little", signed=True)
-    rows = scheme.entity_rows
-    return tuple(
-        xxhash.xxh64_intdigest(mins[band * rows : (band + 1) * rows].tobytes() + stamp, seed=ENTITY_SEED + band)
-        & 0x7FFF_FFFF_FFFF_FFFF
-        for band in range(scheme.entity_bands)
-    )
-
-
-@lru_cache(maxsize=16)
-def _entity_minhash(entities: frozenset[int], count: int) -> np.ndarray:
-    # cached: one text's keys and probe keys are the same MinHash in two buckets
-    a, b = _entity_permutations(count)
-    values = np.array(sorted(entities), dtype=np.uint64)
-    return ((a[:, None] * values[None, :] + b[:, None]) & np.uint64(0xFFFF_FFFF)).min(axis=1).astype("<u4")
+    return entity_keys(decode(features).entities, buckets(when, scheme)[1], scheme)
 
 
 def _paragraph_key(words: list[str]) -> int:
@@ -427,74 +349,11 @@ def compare(a: frozenset[str], b: frozenset[str], cfg: DedupConfig) -> tuple[flo
 
 
 @dataclass(frozen=True)
-class Paraphrase:
-    """The paraphrase evidence between two texts: rare entities, sentence alignment, time apart."""
-
-    entities: int  # rare entities both have
-    entity_share: float  # that count over the smaller entity set
-    alignment: Alignment
-    seconds: float | None  # publication (else fetch) times apart; None when a time is unknown
-    figures_only: bool = False  # only the sentences with figures were aligned (for the guard)
-
-    def conflict_bar(self, words_match: bool) -> int:
-        """How many aligned sentences stating other figures make two texts reports of another day.
-
-        Texts whose words match (a shingle rule) are one story with some figures
-        updated unless the figures disagree in at least two aligned sentences and in
-        twice as many as agree (on tune, weekly reports of other weeks: 4-6 disagree,
-        0-2 agree; same-story word matches: at most 3 disagree, with 2-5 agreeing);
-        texts matched on weaker evidence are held to one disagreeing sentence, and at
-        least as many as agree.
-        """
-        a = self.alignment
-        return max(2, 2 * a.agree) if words_match else max(1, a.agree)
-
-    def another_day(self, words_match: bool) -> bool:
-        """Aligned sentences state other figures, or another year: a report of another day.
-
-        A near-identical sentence with another year is another edition of a template
-        (on tune: never within a story); otherwise see ``conflict_bar``. On tune, the
-        lenient bar still flags all 9 other-story pairs that word shingles match
-        (weekly reports, almanac editions) and no same-story one; the strict one flags
-        1,021 other-story pairs and 9 of 168 same-story ones.
-        """
-        return self.alignment.edition > 0 or self.alignment.conflict >= self.conflict_bar(words_match)
-NO_PARAPHRASE = Paraphrase(0, 0.0, NO_ALIGNMENT, None)
-# A paraphrase is recognised sentence by sentence: one or two shared sentences are what
-# different articles on one event have (a quoted statement, the same lead fact).
-MIN_ALIGNED = 3
-
-
-@dataclass(frozen=True)
 class Match:
     candidate: Candidate
     sim: Similarity
     para: Paraphrase = NO_PARAPHRASE
     method: str = ""  # the rule met: sim.method unless the guard vetoed it, or "paraphrase"
-
-
-def paraphrase(new: Features, other: Features, sim: Similarity, seconds: float | None, cfg: DedupConfig) -> Paraphrase:
-    """Entity overlap (cheap, always) and the sentence alignment when it can matter.
-
-    The alignment (0.03-1 ms a pair in pure Python) runs only over the sentences with
-    figures when the shingles matched (for the guard), and in full only when the
-    entities or the containment and the time window already allow a match.
-    """
-    shared, share = entity_overlap(new, other)
-    if sim.method:
-        # the shingles decide; the guard needs only the sentences that state figures (a
-        # copy's align with their counterparts): a fraction of the work on long texts
-        return Paraphrase(shared, share, align(_figures(new.sentences), _figures(other.sentences)), seconds, True)
-    in_window = seconds is None or seconds <= cfg.window  # as _in_window, before the Paraphrase exists
-    if in_window and (
-        (shared >= cfg.min_entities and share >= cfg.entity_share) or sim.containment >= CORROBORATE_CONTAINMENT
-    ):
-        return Paraphrase(shared, share, align(new.sentences, other.sentences), seconds)
-    return Paraphrase(shared, share, NO_ALIGNMENT, seconds)
-
-
-def _figures(sentences: tuple[Sentence, ...]) -> tuple[Sentence, ...]:
-    return tuple(s for s in sentences if s.numbers or s.years)
 
 
 def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
@@ -507,62 +366,13 @@ def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
     if para.another_day(words_match=False):
         return ""
     if (
-        _in_window(para, cfg) and para.alignment.coverage >= _bar(cfg.sentence_share * CORROBORATE_SENTENCES, cfg)
-        and sim.containment >= _bar(CORROBORATE_CONTAINMENT, cfg)
+        in_window(para, cfg) and para.alignment.coverage >= share_bar(cfg.sentence_share * CORROBORATE_SENTENCES, cfg)
+        and sim.containment >= share_bar(CORROBORATE_CONTAINMENT, cfg)
     ):
         return "sentences"
-    if _paraphrased(para, cfg, 1.0) or _paraphrased(para, cfg, 1.0, strong=True):
+    if paraphrased(para, cfg, 1.0) or paraphrased(para, cfg, 1.0, strong=True):
         return "paraphrase"
     return ""
-
-
-# Shingles and sentences corroborate each other below their own bars: containment >=
-# 0.45 with >= 0.6 x sentence_share (0.3) of the shorter text aligned is a copy diluted
-# by site chrome and cut elsewhere. On tune, once the number guard has removed
-# templates, other stories' pairs reach containment 0.39 at most (a 15 % margin; 0.40
-# would leave 3 %); same-story pairs: median 0.32.
-CORROBORATE_CONTAINMENT = 0.45
-CORROBORATE_SENTENCES = 0.6
-# Strong entity evidence, STRONG_ENTITIES times min_entities rare entities covering
-# STRONG_ENTITY_SHARE of the smaller set, lowers the sentence bar to STRONG_SENTENCES of
-# sentence_share (0.35): on tune, other stories' pairs with >= 4 entities shared at >=
-# 0.75 align at most 0.32 of the shorter text (7 % below), spun copies a median 0.45;
-# 0.75 of sentence_share cost 2 of 38 spun items.
-STRONG_ENTITIES = 2
-STRONG_ENTITY_SHARE = 0.75
-STRONG_SENTENCES = 0.7
-
-
-def _in_window(para: Paraphrase, cfg: DedupConfig) -> bool:
-    """Published (else fetched) at most ``window`` apart, or a time unknown."""
-    return para.seconds is None or para.seconds <= cfg.window
-
-
-def _bar(value: float, cfg: DedupConfig, scale: float = 1.0) -> float:
-    """A share bar, never below the Jaccard ``threshold`` (times ``scale``).
-
-    With the defaults no bar is that low; ``recluster --threshold 0.99`` raises the
-    Jaccard bar and so makes every rule ask for near-identical texts.
-    """
-    return max(value, cfg.threshold * scale)
-
-
-def _paraphrased(para: Paraphrase, cfg: DedupConfig, scale: float, strong: bool = False) -> bool:
-    """Do the paraphrase signals reach ``scale`` times their thresholds (1: a match, less: support)?
-
-    ``strong``: the entity bars raised (STRONG_ENTITIES, STRONG_ENTITY_SHARE) and the
-    sentence bar lowered (STRONG_SENTENCES).
-    """
-    entities = cfg.min_entities * (STRONG_ENTITIES if strong else 1)
-    share = STRONG_ENTITY_SHARE if strong else cfg.entity_share
-    sentences = cfg.sentence_share * (STRONG_SENTENCES if strong else 1.0)
-    return (
-        _in_window(para, cfg)
-        and para.alignment.coverage >= _bar(sentences * scale, cfg, scale)
-        and para.entities >= max(1, round(entities * scale))
-        and para.entity_share >= _bar(share * scale, cfg, scale)
-        and para.alignment.aligned >= max(1, round(MIN_ALIGNED * scale))
-    )
 
 
 def decide(
@@ -656,7 +466,8 @@ def _compare(
     if sim is None:
         sim = similarity(prepare(text, cfg.shingle_size), prepare(candidate.text, cfg.shingle_size), cfg)
     para = (
-        paraphrase(features, decode(candidate.features), sim, _apart(when, candidate.when), cfg)
+        paraphrase(features, decode(candidate.features), bool(sim.method), sim.containment,
+                   _apart(when, candidate.when), cfg)
         if cfg.paraphrase else NO_PARAPHRASE
     )
     return Match(candidate, sim, para, _method(sim, para, cfg))
@@ -699,15 +510,7 @@ def _describe(match: Match, cfg: DedupConfig) -> str:
            else f"{sim.passages} shared paragraphs ({sim.passage_share:.0%})")
     )
     if cfg.paraphrase:
-        a = para.alignment
-        line += (
-            (", sentences with figures" if para.figures_only else f", sentences {a.coverage:.0%}")
-            + f" aligned ({a.agree} agree, {a.conflict} disagree on numbers"
-            f"{f', {a.edition} on the year' if a.edition else ''}), {para.entities} rare entities shared "
-            f"({para.entity_share:.0%})"
-        )
-        if para.another_day(words_match=bool(sim.method)):
-            line += ": numbers say another day"
+        line += ", " + para.describe(words_match=bool(sim.method))
     if not match.method:
         line += (
             f" (below threshold {cfg.threshold} / {cfg.containment} / {cfg.min_passages}"
@@ -726,20 +529,7 @@ def _evidence(match: Match, cfg: DedupConfig) -> tuple[Signal, ...]:
         Signal("paragraphs", sim.passages, cfg.min_passages, sim.method == "passages"),
     ]
     if cfg.paraphrase:
-        para, a = match.para, match.para.alignment
-        if not para.figures_only:
-            out.append(Signal("sentences", a.coverage, cfg.sentence_share, a.coverage >= cfg.sentence_share))
-        bar = para.conflict_bar(words_match=bool(sim.method))  # disagreeing sentences that say another day
-        out += [
-            Signal("entities", para.entities, cfg.min_entities, para.entities >= cfg.min_entities),
-            Signal("entity_share", round(para.entity_share, 4), cfg.entity_share,
-                   para.entity_share >= cfg.entity_share),
-            Signal("numbers_disagree", a.conflict, bar, a.conflict < bar),
-            Signal("years_disagree", a.edition, 1, a.edition < 1),
-        ]
-        if para.seconds is not None:
-            out.append(Signal("window_hours", round(para.seconds / 3600, 2), round(cfg.window / 3600, 2),
-                              para.seconds <= cfg.window))
+        out += match.para.signals(bool(sim.method), cfg)
     return tuple(out)
 
 
@@ -850,7 +640,7 @@ def _supports(canonical: Match, cfg: DedupConfig) -> bool:
         return bool(canonical.method) or words
     # support at half the bars is weak evidence: held to the strict number guard
     return bool(canonical.method) or (
-        (words or _paraphrased(para, cfg, 0.5)) and not para.another_day(words_match=False)
+        (words or paraphrased(para, cfg, 0.5)) and not para.another_day(words_match=False)
     )
 
 

@@ -67,9 +67,3 @@ def stopwords() -> frozenset[str]:
         if len(out) >= STOPWORDS:
             break
     return frozenset(out[:STOPWORDS])
-
-
-def warm() -> None:
-    """Load the word lists now: before forking pool workers, so they share one copy."""
-    common_words()
-    stopwords()

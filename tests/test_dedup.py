@@ -18,7 +18,7 @@ import datasketch
 import pytest
 
 from bench.corpus import load
-from ingest import dedup
+from ingest import dedup, paraphrase
 from ingest.config import DedupConfig
 from ingest.features import decode
 from ingest.models import Candidate
@@ -77,8 +77,8 @@ def test_fingerprint_is_deterministic_and_depends_on_the_scheme() -> None:
     assert other_seed.signature != a.signature
     body_paragraphs = [p for p in FLOOD.paragraphs if len(p.split()) >= dedup.PASSAGE_WORDS]
     features = decode(a.features)
-    long_sentences = [s for s in features.sentences if len(s.words) >= dedup.SENTENCE_KEY_WORDS]
-    assert len(features.entities) >= dedup.MIN_KEY_ENTITIES
+    long_sentences = [s for s in features.sentences if len(s.words) >= paraphrase.SENTENCE_KEY_WORDS]
+    assert len(features.entities) >= paraphrase.MIN_KEY_ENTITIES
     # bands of the whole text + bands of the lead + one key per body paragraph + the
     # rare-entity bands + one key per long sentence
     expected = (
@@ -501,8 +501,8 @@ def test_items_a_window_apart_meet_across_a_bucket_edge() -> None:
         start = datetime.fromtimestamp(width * (1000 + offset), tz=timezone.utc)
         for apart in (-CFG.window, -1.0, 1.0, CFG.window):
             later = start + timedelta(seconds=apart)
-            stored = dedup.entity_keys(decode(dedup.fingerprint(SPUN, SCHEME, start).features).entities,
-                                       dedup._buckets(start, SCHEME)[0], SCHEME)
+            stored = paraphrase.entity_keys(decode(dedup.fingerprint(SPUN, SCHEME, start).features).entities,
+                                            paraphrase.buckets(start, SCHEME)[0], SCHEME)
             b = dedup.fingerprint(SPUN, SCHEME, later)
             assert stored and set(stored) <= set(b.band_keys) | set(b.probe_keys), (offset, apart)
 
@@ -596,6 +596,7 @@ def test_a_store_made_before_the_features_is_upgraded_and_asks_for_resign(tmp_pa
     import sqlite3
 
     from ingest.errors import SignatureMismatch
+    from ingest.store.migrations import SCHEMA_VERSION
     from ingest.store import Store
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
@@ -611,7 +612,7 @@ def test_a_store_made_before_the_features_is_upgraded_and_asks_for_resign(tmp_pa
     with sqlite3.connect(tmp_path / "old.db") as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert {"features", "decision_evidence"} <= columns and version == "2"
+    assert {"features", "decision_evidence"} <= columns and version == str(SCHEMA_VERSION)
 
 
 # ---------------------------------------------------------------------------- real syndicated copies (../shared)
