@@ -631,8 +631,8 @@ def real_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 13 item 4 not reached yet: check F1 0.747 at precision 0.969, 3 hard-negative pairs merged "
-    "(outlets reporting one data release share its figures); remove this mark when it passes"
+    "issue 13 item 4 not reached yet: check F1 0.743 at precision 0.940, 6 hard-negative pairs merged "
+    "(outlets reporting one data release share its figures: docs/dedup.md); remove this mark when it passes"
 ))
 def test_real_copies_meet_the_check_targets(real_scores: dict[str, dict]) -> None:
     """Issue 13 item 4, default settings, the check half (thresholds were chosen on tune)."""
