@@ -193,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     print(f"\nall items, ingest: pairwise F1 {_cell(results['all items, ingest']['pairwise F1'])}; "
           f"decision before: {_cell(results['all items, decision before']['pairwise F1'])}")
-    print(f"cleaning (bench.real_cleaning): {json.dumps(results['cleaning (bench.real_cleaning)'])}")
+    cleaning = results["cleaning (bench.real_cleaning)"]
+    if isinstance(cleaning, dict):
+        rates = ("removal_rate", "sentence_keep_rate", "paragraph_keep_rate")
+        print("\n| cleaning (bench.real_cleaning) | check | tune |\n|---|---|---|")
+        for rate in rates:
+            print(f"| {rate.replace('_', ' ')} | {cleaning['check'].get(rate, '-')} | {cleaning['tune'].get(rate, '-')} |")
+    else:
+        print(f"cleaning (bench.real_cleaning): {cleaning}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.json_out.relative_to(ROOT) if args.json_out.is_relative_to(ROOT) else args.json_out}")
