@@ -570,9 +570,8 @@ def test_pipeline_stores_the_evidence_joins_the_paraphrase_and_keeps_short_texts
         "bank": [("b1", "Reserves", WEEK_8)],
         "bank2": [("b2", "Reserves", WEEK_15)],
     }
-    sources = "".join(f'[[sources]]\nname = "{name}"\nurl = "{_feed_file(tmp_path / f"{name}.xml", items)}"\n\n'
-                      for name, items in feeds.items())
-    config = write_config(f'[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n\n{sources}')
+    sources = [{"name": name, "url": _feed_file(tmp_path / f"{name}.xml", items)} for name, items in feeds.items()]
+    config = write_config(store_url=f"sqlite:///{tmp_path / 'store.db'}", sources=sources)
     report = ingest_once(config)
     assert not report.failed
     with sqlite3.connect(tmp_path / "store.db") as conn:
