@@ -1,8 +1,8 @@
 """Command line: the only place for argv, environment, exit codes and user-facing messages.
 
 Exit status: 0 the run completed (even if some sources failed), 1 every source failed
-or the store is unusable, 2 a config or usage error. Expected failures print one line
-on stderr, never a traceback.
+or the store is unusable, 2 a config or usage error, 130 / 143 ``--once`` stopped by
+SIGINT / SIGTERM. Expected failures print one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from dataclasses import asdict
 from pathlib import Path
@@ -224,6 +227,43 @@ def _chosen_sources(config: Config, names: list[str] | None) -> list[SourceConfi
 # ---------------------------------------------------------------------------- commands
 
 
+class _Interrupt:
+    """``--once``'s SIGINT and SIGTERM: the first stops new work (the pipeline's stop flag), a second exits at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.flag = threading.Event()
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupt":
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            # Second signal: leave now. Every item is its own transaction (or savepoint),
+            # so at most the one being written is rolled back; the workers die with us.
+            os.write(2, f"ingest: {signal.Signals(signum).name} again: exiting at once\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        self.flag.set()
+        # from now on only the one line below says what happened (no per-source lines)
+        logging.getLogger("ingest").setLevel(logging.WARNING)
+
+    def message(self, stored: int) -> str:
+        """The one line an interrupted run prints."""
+        name = signal.Signals(self.signum or signal.SIGINT).name
+        return f"interrupted ({name}): {stored} items stored, the rest is done on the next run"
+
+
 def cmd_once(config: Config, args: argparse.Namespace) -> int:
     from ingest.fetch import Fetcher
     from ingest.logs import set_worker
@@ -235,21 +275,35 @@ def cmd_once(config: Config, args: argparse.Namespace) -> int:
     enabled = [s for s in sources if s.enabled]
     owner = worker_name(config, "once")
     set_worker(owner)
-    with open_store(config) as store:
+    with _Interrupt() as interrupt, open_store(config) as store:
         # a fleet sharing the store must run one source list: this run's is checked too
         store.agree_sources(config.sources, owner, live_within=config.daemon.lease * 3,
                             replace=args.replace_sources)
+        before = store.counts()["items"]
         fetcher = Fetcher(config.fetch)
         progress = Progress(total=len(enabled), stream=sys.stderr)
         try:
             report = run_once(
-                Deps(config, store, fetcher), sources, on_done=progress.update, due_only=args.due,
-                on_start=progress.start, owner=owner,
+                Deps(config, store, fetcher, should_stop=interrupt.flag.is_set, exits_when_stopped=True), sources,
+                on_done=progress.update, due_only=args.due, on_start=progress.start, owner=owner,
             )
         finally:
             progress.close()
             fetcher.close()
-            store.worker_leave(owner)
+            try:
+                store.worker_leave(owner)
+            except StoreError:
+                pass  # the store is what failed: the error below says so; the row ages out
+        if interrupt.signum is not None:
+            _error(interrupt.message(store.counts()["items"] - before))
+            # Exit now, without the interpreter's shutdown: it would join polls still
+            # blocked in a fetch (whatever they do next is never committed: they see the
+            # flag first) and the pool's threads; the workers die with this process.
+            store.close()
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + interrupt.signum)
     for failed in report.failed:
         _error(f"source {failed.source!r}: {failed.error}")
     for source in report.sources:

@@ -219,9 +219,9 @@ class Daemon:
 
     def _failed(self, source: str, exc: BaseException) -> None:
         if isinstance(exc, StoreError):
+            # an outage fails every poll: one line when it starts (and one when it ends)
             self.metrics.store_error(source)
-            log.error("%s: %s", source, exc, extra={"source": source, "event": "poll", "status": "error",
-                                                      "error_kind": exc.kind})
+            self._store_down(exc)
         else:  # process_source turns bugs into reports; this is a bug in the worker itself
             log.error("%s: poll failed: %s: %s", source, type(exc).__name__, exc)
 

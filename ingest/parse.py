@@ -322,7 +322,26 @@ def _struct_time(value: Any) -> datetime | None:
         return None
 
 
+# Characters XML 1.0 forbids (C0 controls but tab, newline and return; U+FFFE/U+FFFF) and
+# lone surrogates: feeds carry them as entities (&#0;) and JSON escapes ("\u0000",
+# "\ud800"). PostgreSQL refuses NUL in text (one such title stopped a whole --once run
+# with a store error), lxml refuses controls (an internal error in extraction), and a
+# lone surrogate cannot be encoded as UTF-8: they go at the source boundary.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """Strings without _UNSTORABLE characters (tuples of strings too); other values as they are."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("", value)
+    if isinstance(value, tuple):
+        return tuple(_storable(v) for v in value)
+    return value
+
+
 def _make_entry(**fields: Any) -> Entry:
+    fields = {key: _storable(value) for key, value in fields.items()}
+    fields = {key: (value or None) if key in ("guid", "url", "author") else value for key, value in fields.items()}
     digest = hashlib.sha256()
     for key in ("guid", "url", "title", "author", "content_html"):
         digest.update((fields.get(key) or "").encode("utf-8", "replace"))

@@ -5,6 +5,13 @@ clean -> dedup -> store for one source; ``run_once(deps)`` does it for every ena
 source with bounded concurrency and returns a ``RunReport``. A failing source is
 recorded on its row and reported in one line; the others go on. Only a store that
 cannot be written stops the run.
+
+Stopping (``Deps.should_stop``: the daemon's SIGTERM, ``--once``'s SIGINT/SIGTERM):
+no source starts after the flag, no item is committed after it (the one being
+written commits whole or not at all: it is one transaction or savepoint), waits for
+the process pool and page fetches give up within ``pool.STOP_CHECK`` s, and a source
+stopped anywhere records no poll: not a failure, no backoff, and its validators stay
+as they were, so the next run fetches it in full and does the rest.
 """
 
 from __future__ import annotations
@@ -56,12 +63,17 @@ class Deps:
     # Without them a source is processed in the calling thread, one entry at a time.
     cpu: Executor | None = None
     io: Executor | None = None
-    # The daemon's stop flag, checked between items: a stopping daemon finishes the
-    # item in hand (its own transaction) and leaves the rest for the next start.
+    # The stop flag (the daemon's, or --once's on SIGINT/SIGTERM), checked before each
+    # source, after its fetch, in pool waits, before each page and between items: a
+    # stopping run finishes the item in hand (its own transaction) and leaves the rest
+    # for the next run.
     should_stop: Callable[[], bool] | None = None
+    # The caller ends its process right after a stopped run (--once): run_once then
+    # leaves its pool workers to die with it instead of terminating them (see pool.abandon)
+    exits_when_stopped: bool = False
 
     def stopping(self) -> bool:
-        """True once the daemon was asked to stop."""
+        """True once the run was asked to stop."""
         return self.should_stop is not None and self.should_stop()
 
     @property
@@ -91,6 +103,8 @@ def process_source(source: SourceConfig, state: SourceState, deps: Deps, lease: 
     With ``lease`` (a worker's claim on the source), every item and the poll record
     are written only while the lease is held; a lost lease ends the poll, fenced.
     """
+    if deps.stopping():
+        return _stopped(source, "stopped before it started")
     try:
         return _process(source, state, deps, lease)
     except LeaseLost as exc:
@@ -98,7 +112,14 @@ def process_source(source: SourceConfig, state: SourceState, deps: Deps, lease: 
         return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, fenced=True)
     except StoreError:
         raise
+    except pool.Stopped:
+        return _stopped(source, "stopped while its entries were prepared")
     except Exception as exc:  # a bug must cost one source, not the run; logged with its traceback
+        if deps.stopping():
+            # what a stop breaks (a pool shut down under a wait, a fetch cut short) is
+            # no bug of the source: nothing is recorded, the next run polls it in full
+            log.debug("%s: %s: %s while stopping", source.name, type(exc).__name__, exc)
+            return _stopped(source, "stopped")
         log.exception("%s: internal error", source.name)
         message = f"internal error: {type(exc).__name__}: {exc}"
         try:
@@ -118,6 +139,8 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease 
         try:
             result = deps.fetcher.fetch_feed(source, state)
         except FetchError as exc:
+            if deps.stopping():  # a fetch cut short by the stop is not the source's failure
+                return _stopped(source, "stopped while its feed was fetched")
             retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
             disabled = f"{exc} (since {deps.clock():%Y-%m-%d %H:%M} UTC)" if isinstance(exc, Gone) else None
             busy = isinstance(exc, HTTPStatusError) and (exc.status == 429 or exc.status == 503 and bool(retry_after))
@@ -125,6 +148,8 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease 
                             disabled=disabled, host_busy=busy)
             return SourceReport(source.name, ok=False, error=str(exc), error_kind=exc.kind, requests=exc.requests)
 
+    if deps.stopping():
+        return _stopped(source, "stopped after its feed was fetched")
     moved = _moved(result, state)
     # 304, or a server that ignores validators but sends the same bytes: nothing to parse
     if result.not_modified or (result.body_hash and result.body_hash == state.body_hash and not moved):
@@ -132,7 +157,7 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease 
         return SourceReport(source.name, ok=True, not_modified=True, requests=result.requests, timings=timer.totals)
 
     try:
-        feed, seconds = pool.call(deps.cpu, parse_timed, result)
+        feed, seconds = pool.call(deps.cpu, parse_timed, result, stop=deps.should_stop)
         timer.add("parse", seconds)
     except IngestError as exc:
         _record_failure(source, state, deps, lease, str(exc), exc.kind, None, requests=result.requests)
@@ -197,8 +222,46 @@ def _process(source: SourceConfig, state: SourceState, deps: Deps, lease: Lease 
     )
 
 
+def _stopped(source: SourceConfig, why: str) -> SourceReport:
+    """The report of a source the stop flag interrupted: nothing recorded, all left for the next run."""
+    return SourceReport(source.name, ok=True, warnings=(why,), stopped=True)
+
+
 def _commit(writer: Writer, item: Prepared, source_id: int, deps: Deps, lease: Lease | None) -> ItemOutcome:
-    """Write one prepared item with its dedup decision (all or nothing)."""
+    """Write one prepared item with its dedup decision (all or nothing); again if PostgreSQL dropped the connection.
+
+    On PostgreSQL each item is its own transaction: one that failed because the
+    connection went (a server restart, pg_terminate_backend) committed nothing, so
+    writing it again on a new connection is safe; tried again after each of
+    ``RECONNECT_WAITS``. SQLite's batch is one transaction: nothing to retry there.
+    """
+    waits = list(RECONNECT_WAITS)
+    while True:
+        try:
+            return _commit_once(writer, item, source_id, deps, lease)
+        except StoreError as exc:
+            if not (deps.store.is_postgres and waits and _connection_lost(exc)) or deps.stopping():
+                raise
+            log.warning("store: connection lost while writing an item (%s); writing it again", exc)
+            time.sleep(waits.pop(0))
+
+
+# Seconds waited before each new attempt at an item whose PostgreSQL connection went:
+# a restarting server answers again within a few seconds (pg_ctl restart: ~1 s).
+RECONNECT_WAITS = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def _connection_lost(exc: StoreError) -> bool:
+    """Whether a store error is a lost or refused PostgreSQL connection (nothing of the item committed)."""
+    cause = exc.__cause__
+    if getattr(cause, "connection_invalidated", False):
+        return True
+    import psycopg  # only PostgreSQL stores get here
+
+    return isinstance(getattr(cause, "orig", None), psycopg.OperationalError)
+
+
+def _commit_once(writer: Writer, item: Prepared, source_id: int, deps: Deps, lease: Lease | None) -> ItemOutcome:
     cfg = deps.config
     document, fp = item.document, item.fp
     assert document is not None and fp is not None
@@ -305,7 +368,7 @@ def _prepared(
     chunks = [fresh[i : i + pool.CHUNK_ENTRIES] for i in range(0, len(fresh), pool.CHUNK_ENTRIES)]
     args = (source, deps.config.extract, learned, deps.scheme, fetched_at)
     calls = ((_pages(chunk, source, deps, timer), *args) for chunk in chunks)
-    for batch in pool.in_order(deps.cpu, prepare_entries, calls):
+    for batch in pool.in_order(deps.cpu, prepare_entries, calls, stop=deps.should_stop):
         yield _accounted(batch, timer)
 
 
@@ -323,13 +386,13 @@ def _pages(
     if not source.full_text:
         return [(entry, None, None) for entry in chunk]
     with timer.stage("fetch"):
-        fetch = partial(_fetch_page, deps.fetcher)
+        fetch = partial(_fetch_page, deps.fetcher, stop=deps.should_stop)
         pages = list(deps.io.map(fetch, chunk)) if deps.io is not None else [fetch(e) for e in chunk]
     return [(entry, page, note) for entry, (page, note) in zip(chunk, pages)]
 
 
-def _fetch_page(fetcher: Fetcher, entry: Entry) -> tuple[FetchResult | None, str | None]:
-    if not entry.url:
+def _fetch_page(fetcher: Fetcher, entry: Entry, stop: Callable[[], bool] | None = None) -> tuple[FetchResult | None, str | None]:
+    if not entry.url or (stop is not None and stop()):  # a stopping run commits no more items: no page needed
         return None, None
     try:
         return fetcher.fetch_page(entry.url or ""), None

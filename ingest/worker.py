@@ -32,6 +32,11 @@ log = logging.getLogger("ingest")
 # A run waits for a host's delay up to this long; a source whose host asked for more
 # (a 429 or 503 with Retry-After) is left for a later run instead of holding this one.
 DEFER_AFTER = 30.0
+# Seconds a stopping run waits for polls in flight to reach a stop point (an item
+# committed, a pool wait or a fetch given up) before it returns without them; a poll
+# blocked in a slow fetch is abandoned: its lease is given back, so whatever it does
+# later is fenced out and the next run polls that source in full.
+STOP_GRACE = 1.0
 
 
 def worker_name(config: Config, role: str = "") -> str:
@@ -65,6 +70,8 @@ class RunReport:
     elapsed: float = 0.0
     elsewhere: dict[str, str] = field(default_factory=dict)  # source -> the worker polling it
     deferred: dict[str, str] = field(default_factory=dict)  # source -> why it waits for a later run
+    stopped: bool = False  # the stop flag was seen: sources not polled or not finished are left for later
+    abandoned: int = 0  # polls still running when run_once returned (stopped runs only)
 
     @property
     def failed(self) -> list[SourceReport]:
@@ -224,6 +231,16 @@ class Worker:
         wait(pending, timeout=timeout)
         return self.in_flight
 
+    def give_back(self) -> int:
+        """Release the leases of the polls still running (a stopping run abandons them); how many."""
+        held = self.leases()
+        for lease in held:
+            try:
+                self.deps.store.release(lease)
+            except StoreError:
+                pass  # the lease runs out by itself
+        return len(held)
+
     def close(self, wait_for_polls: bool = True) -> None:
         """Stop the poll threads (after the running polls, unless ``wait_for_polls`` is false)."""
         self._threads.shutdown(wait=wait_for_polls, cancel_futures=True)
@@ -271,7 +288,7 @@ def run_once(
 
     def done(report: SourceReport) -> None:
         reports.append(report)
-        if on_done:
+        if on_done and not report.stopped:  # an interrupted poll is no progress to show
             on_done(report)
 
     polled_just_now: set[str] = set()
@@ -288,6 +305,7 @@ def run_once(
         polled_just_now.add(lease.name)
         return True
 
+    stopped = completed = False
     remaining = {}
     for source in chosen:
         reason = states[source.name].disabled_reason
@@ -320,21 +338,29 @@ def run_once(
                 pause = min((waits[n] for n in remaining), default=0.0)
                 if pause:
                     time.sleep(min(pause, 0.5))
-        for report in worker.collect(timeout=0):
-            done(report)
+        stopped = deps.stopping()
+        stop_by = time.monotonic() + (STOP_GRACE if stopped else 1e9)
+        while worker.pending and time.monotonic() < stop_by:  # after a stop: polls reach a stop point
+            for report in worker.collect(timeout=max(0.0, stop_by - time.monotonic())):
+                done(report)
+        abandoned = worker.give_back() if stopped else 0
+        completed = True
     except StoreError:  # the store is unusable: polls not yet started must not start
         worker.close(wait_for_polls=False)
         raise
     finally:
         beat.stop()
-        worker.close()
+        # a stopping run waits for no thread: pages and pool workers still busy are dropped
+        worker.close(wait_for_polls=not stopped)
         if io is not deps.io:
-            io.shutdown(wait=True, cancel_futures=True)
-        if own_cpu and cpu is not None:
-            cpu.shutdown(wait=True, cancel_futures=True)
+            io.shutdown(wait=not stopped, cancel_futures=True)
+        if own_cpu and stopped and deps.exits_when_stopped:
+            pool.abandon(cpu)  # the process exits next: its workers die with it
+        elif own_cpu:
+            pool.shutdown(cpu, now=stopped or not completed)
     reports.sort(key=lambda r: r.source)
     return RunReport(reports, clusters=deps.store.counts()["clusters"], elapsed=time.perf_counter() - started,
-                     elsewhere=elsewhere, deferred=deferred)
+                     elsewhere=elsewhere, deferred=deferred, stopped=stopped, abandoned=abandoned)
 
 
 class _Heartbeat:

@@ -154,7 +154,8 @@ def words(seed: int, n: int = 60) -> str:
 def test_stop_flag_leaves_the_rest_of_the_feed_for_the_next_poll(write_config, server) -> None:
     server.feed("/f", [(f"g{i}", f"https://example.org/g{i}", f"title {i}", words(i)) for i in range(5)])
     config = load(write_config(store_url="sqlite:///store.db", sources={"f": server.url("/f")}))
-    calls = iter([False, False, True])  # stop after two items
+    # the flag is read before the source starts, after its fetch, then before each item: stop after two items
+    calls = iter([False, False, False, False, True])
     with Store.open(config.store.url) as store:
         fetcher = Fetcher(config.fetch)
         states = store.sync_sources(config.sources)
@@ -168,3 +169,4 @@ def test_stop_flag_leaves_the_rest_of_the_feed_for_the_next_poll(write_config, s
         report = process_source(config.sources[0], after, Deps(config, store, fetcher))
         assert report.items_new == 3 and report.items_unchanged == 2
         fetcher.close()
+

@@ -21,7 +21,7 @@ from ingest.store.statements import Q, insert_rows
 
 def learned_keys(db: Database, source_id: int) -> frozenset[str]:
     """Keys of the paragraphs learned as boilerplate of one source."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         rows = conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
         return frozenset(r.key for r in rows)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -39,10 +40,28 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Seconds SQLite waits for another connection's lock before "database is locked"
+# (PRAGMA busy_timeout below).
+BUSY_TIMEOUT = 10.0
+# Driver messages of the two faults a user can fix without a bug report, and what to say:
+# SQLite's SQLITE_BUSY after busy_timeout, SQLITE_FULL / ENOSPC, PostgreSQL's 53100.
+_FAULTS = (
+    (("database is locked",),
+     f"database is locked: another process holds the store's write lock (waited {BUSY_TIMEOUT:g} s); "
+     "nothing of this write was stored, run again once it is released: {driver}"),
+    (("database or disk is full", "no space left on device", "could not extend file"),
+     "disk full: {driver}; nothing of this write was stored, run again once space is freed"),
+)
+
+
 def short(exc: BaseException) -> str:
-    """The first line of a database error (the driver's message, not SQLAlchemy's wrapper)."""
+    """The first line of a database error (the driver's message, not SQLAlchemy's wrapper), faults named."""
     text_ = str(getattr(exc, "orig", None) or exc)
-    return text_.splitlines()[0][:300] if text_ else type(exc).__name__
+    line = text_.splitlines()[0][:300] if text_ else type(exc).__name__
+    for needles, message in _FAULTS:
+        if any(n in line.lower() for n in needles):
+            return message.format(driver=line)
+    return line
 
 
 class Database:
@@ -95,6 +114,15 @@ class Database:
             if cause:
                 return cause
         return short(exc)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads; database errors (a server gone, a lock) as StoreError, like writes."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(short(exc)) from exc
 
     def begin(self, immediate: bool = False) -> "Transaction":
         """A write transaction (``immediate``: SQLite's write lock taken at BEGIN)."""
@@ -190,7 +218,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     # an item's savepoint journals every page the item changes (the sub-journal, ~85
     # pages an item): in a temp file that was 70k small writes per 1k items and a
     # third of the writer's system time; in memory the run was 6 % faster

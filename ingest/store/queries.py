@@ -21,7 +21,7 @@ from ingest.store.engine import CHUNK, Database
 
 def counts(db: Database) -> dict[str, int]:
     """Items, clusters and active sources stored."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return {
             "items": conn.execute(select(func.count()).select_from(t.items)).scalar_one(),
             "clusters": conn.execute(select(func.count()).select_from(t.clusters)).scalar_one(),

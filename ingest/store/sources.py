@@ -90,20 +90,20 @@ def source_states(db: Database, include_inactive: bool = False) -> list[SourceSt
     query = select(t.sources).order_by(t.sources.c.name)
     if not include_inactive:
         query = query.where(t.sources.c.active.is_(True))
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return [state_of(row) for row in conn.execute(query)]
 
 
 def source_state(db: Database, name: str) -> SourceState | None:
     """One source's state (None when no source of that name is stored)."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         row = conn.execute(select(t.sources).where(t.sources.c.name == name)).first()
     return state_of(row) if row else None
 
 
 def has_source(db: Database, name: str) -> bool:
     """Whether a source of that name has ever been stored."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return conn.execute(select(t.sources.c.id).where(t.sources.c.name == name)).first() is not None
 
 
@@ -138,7 +138,7 @@ def poll_values(poll: PollRecord, now: datetime) -> dict[str, Any]:
 
 def known_entries(db: Database, source_id: int) -> dict[str, str]:
     """identity -> entry hash of the source's stored items (to skip unchanged entries)."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         rows = conn.execute(
             select(t.items.c.identity, t.items.c.entry_hash).where(t.items.c.source_id == source_id)
         )
