@@ -33,8 +33,8 @@ from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, LeaseL
 from ingest.extract import extract
 from ingest.fetch import Fetcher
 from ingest.models import (
-    Document, Entry, FetchResult, Fingerprint, ItemOutcome, Member, ParsedFeed, PollRecord, Removal, SourceReport,
-    SourceState,
+    INDEX_KEY_MAX_BYTES, Document, Entry, FetchResult, Fingerprint, ItemOutcome, Member, ParsedFeed, PollRecord,
+    Removal, SourceReport, SourceState,
 )
 from ingest.parse import parse
 from ingest.store import Store, Writer
@@ -411,9 +411,11 @@ def _paragraph_keys(document: Document) -> list[tuple[str, str]]:
 
 
 def _canonical(url: str | None) -> str | None:
-    if is_http_url(url):
-        return canonical_url(url)
-    return None
+    """The indexed form of an http(s) link; None for others and for links too long to index."""
+    if not is_http_url(url):
+        return None
+    canonical = canonical_url(url)
+    return canonical if len(canonical.encode("utf-8", "surrogatepass")) <= INDEX_KEY_MAX_BYTES else None
 
 
 def canonical_policy(name: str) -> Callable[[Member], tuple]:

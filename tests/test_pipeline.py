@@ -170,3 +170,10 @@ def test_stop_flag_leaves_the_rest_of_the_feed_for_the_next_poll(write_config, s
         assert report.items_new == 3 and report.items_unchanged == 2
         fetcher.close()
 
+
+def test_a_link_too_long_to_index_is_not_a_url_key() -> None:
+    from ingest.pipeline import _canonical
+
+    assert _canonical("https://example.com/a?utm_source=x") == "https://example.com/a"
+    assert _canonical("https://example.com/" + "a" * 1100) is None
+    assert _canonical("mailto:someone@example.com") is None
