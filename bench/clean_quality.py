@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ingest.clean import clean, paragraph_key, ruleset
+from ingest.clean import clean, paragraph_fingerprint, ruleset
 from ingest.config import ExtractConfig
 from ingest.extract import FRAGMENT_STRATEGIES, extract, html_to_text
 from ingest.models import Document, Entry, FetchResult
@@ -206,7 +206,7 @@ def learning_sweep(ks: tuple[int, ...] = (2, 3, 4), window: int = 50) -> dict[in
     for source, items in by_source.items():
         for item in sorted(items, key=lambda i: i.published)[-window:]:
             for paragraph in item.paragraphs:
-                sightings.setdefault((source, paragraph_key(paragraph)), {})[item.story] = paragraph
+                sightings.setdefault((source, paragraph_fingerprint(paragraph)), {})[item.story] = paragraph
     return {
         k: [{"source": source, "stories": len(stories), "paragraph": next(iter(stories.values()))}
             for (source, _), stories in sorted(sightings.items()) if len(stories) >= k]

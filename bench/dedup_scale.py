@@ -176,7 +176,7 @@ def fingerprints(
         keys = dedup.band_keys(values[i], scheme.rows)
         keys += dedup.band_keys(lead_values[i], scheme.rows, first_band=scheme.bands)
         keys += tuple(dict.fromkeys(
-            dedup._paragraph_key([w.lower() for w in p]) for p in text[: scheme.paragraph_keys]
+            dedup._paragraph_index_key([w.lower() for w in p]) for p in text[: scheme.paragraph_keys]
         ))
         extracted = feats.extract(render(text))
         keys += paraphrase.entity_keys(extracted.entities, paraphrase.buckets(whens[i], scheme)[0], scheme)

@@ -405,7 +405,7 @@ def ruleset(builtin: bool, source_patterns: Iterable[str] = ()) -> RuleSet:
     return RuleSet(builtin_rules() if builtin else ()).with_source_patterns(source_patterns)
 
 
-def paragraph_key(paragraph: str) -> str:
+def paragraph_fingerprint(paragraph: str) -> str:
     """Normalised identity of a paragraph (case, spacing and punctuation ignored)."""
     return hashlib.sha1(" ".join(normalize_words(paragraph)).encode("utf-8")).hexdigest()[:16]
 
@@ -483,10 +483,10 @@ def strip_learned(text: str, learned: frozenset[str]) -> tuple[str, tuple[Remova
     ``clean`` it never removes every paragraph.
     """
     paragraphs = [p for p in text.split("\n\n") if p.strip()]
-    kept = [p for p in paragraphs if paragraph_key(p) not in learned]
+    kept = [p for p in paragraphs if paragraph_fingerprint(p) not in learned]
     if not kept or len(kept) == len(paragraphs):
         return text, ()
-    removed = tuple(Removal("learned", p, "whole") for p in paragraphs if paragraph_key(p) in learned)
+    removed = tuple(Removal("learned", p, "whole") for p in paragraphs if paragraph_fingerprint(p) in learned)
     return "\n\n".join(kept), removed
 
 
@@ -613,7 +613,7 @@ def _claim(paragraph: str, rules: list[Rule], learned: frozenset[str]) -> str | 
         if size <= rule.max_chars and (not rule.needs or any(map(lowered.__contains__, rule.needs))):
             if rule.test(paragraph) is not None:
                 return rule.name
-    if learned and paragraph_key(paragraph) in learned:
+    if learned and paragraph_fingerprint(paragraph) in learned:
         return "learned"
     return None
 

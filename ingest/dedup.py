@@ -86,7 +86,9 @@ LEAD_PERM = 32
 # Copies wrapped in site chrome and cut at different points share whole paragraphs even
 # when their Jaccard falls below what 4-row bands propose (corpus with chrome: band
 # candidate recall 0.71). One exact key per body paragraph (up to this many) proposes
-# them; the decision still verifies every candidate.
+# them; the decision still verifies every candidate. ("Paragraph keys" in dedup are
+# these index keys; boilerplate learning identifies paragraphs by
+# clean.paragraph_fingerprint, a different thing.)
 PARAGRAPH_KEYS = 24
 PARAGRAPH_SEED = 0x5EED_0001
 # A paragraph of at least PASSAGE_WORDS words is body text; shorter lines are what site
@@ -215,7 +217,7 @@ def fingerprint(text: str, scheme: SignatureScheme, when: datetime | None = None
         lead_values = signature_of(_shingles_of(lead, scheme.shingle_size), scheme.lead_perm, scheme.seed)
         keys += band_keys(lead_values, scheme.rows, first_band=scheme.bands)
     if scheme.paragraph_keys:
-        keys += tuple(dict.fromkeys(_paragraph_key(ws) for ws in body[: scheme.paragraph_keys]))
+        keys += tuple(dict.fromkeys(_paragraph_index_key(ws) for ws in body[: scheme.paragraph_keys]))
     features = extract(text)
     bucket, neighbour = buckets(when, scheme)
     keys += entity_keys(features.entities, bucket, scheme)
@@ -236,7 +238,7 @@ def probe_keys(features: bytes, when: datetime | None, scheme: SignatureScheme) 
     return entity_keys(decode(features).entities, buckets(when, scheme)[1], scheme)
 
 
-def _paragraph_key(words: list[str]) -> int:
+def _paragraph_index_key(words: list[str]) -> int:
     # seeded apart from the band keys (whose seeds are band numbers < 1024)
     return xxhash.xxh64_intdigest(" ".join(words).encode("utf-8"), seed=PARAGRAPH_SEED) & 0x7FFF_FFFF_FFFF_FFFF
 

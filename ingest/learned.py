@@ -1,6 +1,6 @@
 """Which paragraphs a source repeats are boilerplate: the rule behind learned boilerplate. Pure.
 
-The store records which paragraph keys each item of a source carries and asks, for a
+The store records which paragraph fingerprints each item of a source carries and asks, for a
 new item, which of its paragraphs were seen often among the source's recent items
 (``store/boilerplate.py``); this module decides which of those are boilerplate.
 ``clean.strip_learned`` then takes them out of stored texts.
@@ -20,7 +20,7 @@ def learnable(
 ) -> list[tuple[str, int]]:
     """(key, texts seen in) of the paragraphs in ``frequent`` that are boilerplate.
 
-    ``contents`` is item id -> paragraph key -> length for a source's recent items
+    ``contents`` is item id -> paragraph fingerprint -> length for a source's recent items
     (learned boilerplate left out). A paragraph is boilerplate when it stands in
     ``min_count`` or more *different texts*: items count, but versions of one text
     count once. Two carriers are one text when the rest of their paragraphs (this one
@@ -42,7 +42,7 @@ def learnable(
 
 
 def distinct_texts(carriers: Sequence[Mapping[str, int]]) -> int:
-    """How many of ``carriers`` (paragraph key -> length) are not versions of an earlier one."""
+    """How many of ``carriers`` (paragraph fingerprint -> length) are not versions of an earlier one."""
     distinct: list[Mapping[str, int]] = []
     for content in carriers:
         if all(_weighted_jaccard(content, other) < SAME_TEXT for other in distinct):

@@ -249,7 +249,7 @@ class ItemOutcome:
     status: str  # "new" | "updated" | "unchanged"
     cluster_id: int
     decision: DedupDecision | None = None
-    learned: tuple[str, ...] = ()  # paragraph keys this item made boilerplate of its source
+    learned: tuple[str, ...] = ()  # fingerprints of the paragraphs this item made boilerplate of its source
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Callable, Iterator, Sequence
 
 from ingest import dedup, pool, polling
-from ingest.clean import RuleSet, clean, paragraph_key, ruleset, strip_learned
+from ingest.clean import RuleSet, clean, paragraph_fingerprint, ruleset, strip_learned
 from ingest.config import Config, ExtractConfig, SourceConfig
 from ingest.errors import FetchError, Gone, HTTPStatusError, IngestError, LeaseLost, StoreError
 from ingest.extract import extract
@@ -277,7 +277,7 @@ def _commit_once(writer: Writer, item: Prepared, source_id: int, deps: Deps, lea
         ),
         policy=canonical_policy(cfg.dedup.canonical),
         max_candidates=cfg.dedup.max_candidates,
-        paragraph_keys=item.paragraph_keys,
+        sightings=item.sightings,
         learn=(cfg.extract.boilerplate_min_count, cfg.extract.boilerplate_window),
         fetched_at=deps.clock(),
         reclean=partial(_without_learned, scheme=deps.scheme),
@@ -290,7 +290,7 @@ def _cleaned_again(item: Prepared, rules: RuleSet, learned: frozenset[str], sche
     assert item.raw is not None
     document = clean(item.raw, rules, learned)
     fp = dedup.fingerprint(document.text, scheme, item.when)
-    return replace(item, document=document, fp=fp, paragraph_keys=tuple(_paragraph_keys(document)))
+    return replace(item, document=document, fp=fp, sightings=tuple(_sightings(document)))
 
 
 def _without_learned(
@@ -313,7 +313,7 @@ class Prepared:
     document: Document | None = None  # cleaned with the learned keys the task was given
     fp: Fingerprint | None = None
     error: str | None = None
-    paragraph_keys: tuple[tuple[str, str], ...] = ()  # of ``document``, for learning boilerplate
+    sightings: tuple[tuple[str, str], ...] = ()  # (fingerprint, text) of ``document``'s paragraphs, for learning boilerplate
     extract_seconds: float = 0.0  # extract + clean
     dedup_seconds: float = 0.0  # fingerprint
     when: datetime | None = None  # published, else the feed's fetch time: the dedup time window's reference
@@ -350,12 +350,12 @@ def prepare_entries(
         except IngestError as exc:
             out.append(Prepared(entry, error=str(exc)))
             continue
-        keys = tuple(_paragraph_keys(document))
+        sightings = tuple(_sightings(document))
         extracted = time.perf_counter()
         when = document.published_at or fetched_at
         fp = dedup.fingerprint(document.text, scheme, when)
         out.append(Prepared(
-            entry, raw, document, fp, None, keys, extracted - started, time.perf_counter() - extracted, when,
+            entry, raw, document, fp, None, sightings, extracted - started, time.perf_counter() - extracted, when,
         ))
     return out
 
@@ -404,9 +404,9 @@ def _with_note(document: Document, note: str) -> Document:
     return replace(document, notes=document.notes + (note,))
 
 
-def _paragraph_keys(document: Document) -> list[tuple[str, str]]:
-    seen = [(paragraph_key(p), p) for p in document.paragraphs]
-    seen += [(paragraph_key(r.text), r.text) for r in document.removals if r.rule == "learned"]
+def _sightings(document: Document) -> list[tuple[str, str]]:
+    seen = [(paragraph_fingerprint(p), p) for p in document.paragraphs]
+    seen += [(paragraph_fingerprint(r.text), r.text) for r in document.removals if r.rule == "learned"]
     return seen
 
 

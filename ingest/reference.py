@@ -278,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print the page, or write it to the path given."""
     args = list(sys.argv[1:] if argv is None else argv)
     page = configuration_markdown()
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write("usage: python -m ingest.reference [PATH]  (writes the configuration page to PATH, else prints it)\n")
+        return 0
     if not args:
         sys.stdout.write(page)
         return 0

@@ -19,7 +19,7 @@ from ingest.clean import (
     clean,
     expand,
     load_rules,
-    paragraph_key,
+    paragraph_fingerprint,
     ruleset,
 )
 from tests import realdata
@@ -429,15 +429,15 @@ def test_strip_pattern_is_validated_by_config(tmp_path: Path) -> None:
 
 def test_learned_paragraph_removed_wherever_it_stands() -> None:
     footer = "Harbour Times is owned by its readers. Become a member from $5 a month and support local news."
-    learned = frozenset({paragraph_key(footer.upper())})  # the key ignores case and punctuation
+    learned = frozenset({paragraph_fingerprint(footer.upper())})  # the fingerprint ignores case and punctuation
     cleaned = clean(doc(ARTICLE[0], footer, *ARTICLE[1:]), ruleset(False), learned)
     assert cleaned.paragraphs == ARTICLE
     assert [(r.rule, r.position, r.text) for r in cleaned.removals] == [("learned", "whole", footer)]
 
 
 def test_paragraph_key_normalises_case_space_and_punctuation() -> None:
-    assert paragraph_key("Share  this, ARTICLE!") == paragraph_key("share this article")
-    assert paragraph_key("share this article") != paragraph_key("share that article")
+    assert paragraph_fingerprint("Share  this, ARTICLE!") == paragraph_fingerprint("share this article")
+    assert paragraph_fingerprint("share this article") != paragraph_fingerprint("share that article")
 
 
 # ---------------------------------------------------------------- the labelled set (fixtures/clean)
@@ -487,11 +487,11 @@ def test_strip_learned_removes_learned_paragraphs_from_stored_text() -> None:
 
     footer = "Become a member from $5 a month and support local news."
     text = "\n\n".join([ARTICLE[0], footer, ARTICLE[1]])
-    cleaned, removed = strip_learned(text, frozenset({paragraph_key(footer)}))
+    cleaned, removed = strip_learned(text, frozenset({paragraph_fingerprint(footer)}))
     assert cleaned == "\n\n".join(ARTICLE[:2])
     assert [(r.rule, r.position, r.text) for r in removed] == [("learned", "whole", footer)]
-    assert strip_learned(text, frozenset({paragraph_key("something else")})) == (text, ())
-    assert strip_learned(footer, frozenset({paragraph_key(footer)})) == (footer, ())  # never down to nothing
+    assert strip_learned(text, frozenset({paragraph_fingerprint("something else")})) == (text, ())
+    assert strip_learned(footer, frozenset({paragraph_fingerprint(footer)})) == (footer, ())  # never down to nothing
 
 
 # ---------------------------------------------------------------- real copies (../shared/realcopies)

@@ -223,7 +223,7 @@ STORIES = [
 
 
 def _commit_learning(store: Store, source_id: int, guid: str, text: str):
-    from ingest.clean import paragraph_key, strip_learned
+    from ingest.clean import paragraph_fingerprint, strip_learned
 
     def reclean(stored: str, learned: frozenset[str], when):
         cleaned, removed = strip_learned(stored, learned)
@@ -235,7 +235,7 @@ def _commit_learning(store: Store, source_id: int, guid: str, text: str):
         source_id=source_id, entry=entry, canonical_url=None, document=document,
         fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, entry.title, cfg=CFG),
         policy=lambda m: (m.item_id,), max_candidates=CFG.max_candidates, fetched_at=T0,
-        paragraph_keys=[(paragraph_key(p), p) for p in document.paragraphs], learn=(3, 50), reclean=reclean,
+        sightings=[(paragraph_fingerprint(p), p) for p in document.paragraphs], learn=(3, 50), reclean=reclean,
     )
 
 

@@ -1,6 +1,6 @@
 """Paragraph sightings per source, and the paragraphs learned as boilerplate.
 
-The store records which paragraph keys each item carries and answers how often a
+The store records which paragraph fingerprints each item carries and answers how often a
 paragraph was seen among a source's recent items; what counts as boilerplate is
 ``learned.learnable``'s rule. Everything runs inside the caller's transaction.
 """
@@ -26,9 +26,9 @@ def learned_keys(db: Database, source_id: int) -> frozenset[str]:
         return frozenset(r.key for r in rows)
 
 
-def record_sightings(conn: Connection, source_id: int, item_id: int, paragraph_keys: Sequence[tuple[str, str]]) -> bool:
-    """Record the item's paragraph keys (with their lengths); False when it has none."""
-    chars = {k: len(p) for k, p in paragraph_keys}
+def record_sightings(conn: Connection, source_id: int, item_id: int, sightings: Sequence[tuple[str, str]]) -> bool:
+    """Record the item's paragraph fingerprints (with their lengths); False when it has none."""
+    chars = {k: len(p) for k, p in sightings}
     keys = sorted(chars)
     if keys:
         insert_rows(conn, t.paragraphs, ("source_id", "key", "item_id", "chars"),
@@ -37,7 +37,7 @@ def record_sightings(conn: Connection, source_id: int, item_id: int, paragraph_k
 
 
 def learn(
-    conn: Connection, source_id: int, item_id: int, paragraph_keys: Sequence[tuple[str, str]],
+    conn: Connection, source_id: int, item_id: int, sightings: Sequence[tuple[str, str]],
     settings: tuple[int, int], now: datetime,
 ) -> tuple[str, ...]:
     """Learn the item's paragraphs that are now boilerplate of its source; their keys.
@@ -46,7 +46,7 @@ def learn(
     texts among the source's last ``window`` items (``learned.learnable``).
     """
     min_count, window = settings
-    texts = dict(paragraph_keys)
+    texts = dict(sightings)
     # one query answers "nothing new to learn", the case of almost every item
     frequent = [
         r.key for r in conn.execute(
@@ -64,7 +64,7 @@ def learn(
             select(t.items.c.id).where(t.items.c.source_id == source_id).order_by(t.items.c.id.desc()).limit(window)
         )
     ]
-    contents: dict[int, dict[str, int]] = {}  # item -> paragraph key -> chars
+    contents: dict[int, dict[str, int]] = {}  # item -> paragraph fingerprint -> chars
     for r in conn.execute(
         select(t.paragraphs.c.item_id, t.paragraphs.c.key, t.paragraphs.c.chars)
         .where(and_(t.paragraphs.c.source_id == source_id, t.paragraphs.c.item_id.in_(recent)))

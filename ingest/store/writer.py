@@ -55,7 +55,7 @@ class Writer:
         decide: Callable[[Sequence[Candidate]], DedupDecision],
         policy: Callable[[Member], tuple],
         max_candidates: int,
-        paragraph_keys: Sequence[tuple[str, str]] = (),
+        sightings: Sequence[tuple[str, str]] = (),
         learn: tuple[int, int] | None = None,
         fetched_at: datetime | None = None,
         reclean: Callable[[str, frozenset[str], datetime | None], Recleaned | None] | None = None,
@@ -129,8 +129,8 @@ class Writer:
                 status = "updated"
 
             write_index(conn, item_id, fp, document.removals)
-            sighted = boilerplate.record_sightings(conn, source_id, item_id, paragraph_keys)
-            learned = boilerplate.learn(conn, source_id, item_id, paragraph_keys, learn, now) if sighted and learn else ()
+            sighted = boilerplate.record_sightings(conn, source_id, item_id, sightings)
+            learned = boilerplate.learn(conn, source_id, item_id, sightings, learn, now) if sighted and learn else ()
             if learned and reclean is not None:
                 keys = frozenset(learned)
                 carriers = boilerplate.carriers(conn, source_id, keys)
