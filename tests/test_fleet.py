@@ -85,7 +85,8 @@ def _double_polls(server: Loopback, within: float) -> list[tuple[str, float]]:
             if b - a < within]
 
 
-@pytest.mark.slow
+# about 60 s by design (the acceptance run of issue 14): not marked slow, so the
+# README's command, and CI, run it
 def test_three_daemons_one_killed_poll_every_source_once_per_interval(
     tmp_path: Path, postgres_url: str, server: Loopback, start_daemon,
 ) -> None:
@@ -192,9 +193,7 @@ def test_copies_released_to_four_workers_at_once_end_in_one_cluster(
     assert _counts(postgres_url) == (copies * stories, copies * stories, stories)
 
 
-# slow (15-20 s): concurrent runs storing each copy once is also the copies test's; runs
-# leaving polls to each other also test_once_next_to_a_running_daemon's
-@pytest.mark.slow
+# 15-20 s: the acceptance check of issues 14 and 15 (two --once at once), so not slow
 def test_two_once_runs_at_once_store_every_item_once(tmp_path: Path, postgres_url: str, server: Loopback) -> None:
     feeds, per_feed = 20, 50
     for i in range(feeds):

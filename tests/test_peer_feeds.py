@@ -608,8 +608,7 @@ def test_title_mismatches_at_most_one_percent() -> None:
     assert mismatches <= 0.01 * compared, f"{mismatches} of {compared} titles differ"
 
 
-# slow (30-40 s): the titles and links are checked per fixture above; this adds that --once stores them all
-@pytest.mark.slow
+# 30-40 s: the acceptance run of issue 16 (--once over every fixture), so not slow
 @needs_peers
 def test_ingest_once_over_every_fixture_stores_plain_titles_absolute_links_and_every_entry(tmp_path: Path) -> None:
     """The acceptance run: ``ingest --once`` over all fixtures served from loopback into SQLite."""
