@@ -197,7 +197,7 @@ def learning_sweep(ks: tuple[int, ...] = (2, 3, 4), window: int = 50) -> dict[in
     stand in for dedup clusters). Read the list: anything that is not boilerplate
     there is real text that K would have stripped.
     """
-    from bench import corpus
+    from tests import dedup_corpus as corpus
 
     by_source: dict[str, list] = {}
     for item in corpus.load():

@@ -37,7 +37,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from bench.corpus import ROOT, Item, feeds_by_source, load, rss
+from tests.dedup_corpus import ROOT, Item, feeds_by_source, load, rss
 from ingest.text import normalize_words
 
 RESULTS = ROOT / "bench" / "results" / "dedup_quality.json"

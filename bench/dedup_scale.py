@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpus import ROOT
+from tests.dedup_corpus import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "dedup_scale.json"
 REPEAT = 3

@@ -26,7 +26,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.corpus import ROOT, Item, load
+from tests.dedup_corpus import ROOT, Item, load
 from bench.dedup_quality import noisy, run_pipeline
 from ingest import dedup
 from ingest.config import DedupConfig

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasketch
 import pytest
 
-from bench.corpus import load
+from tests.dedup_corpus import load
 from ingest import dedup, paraphrase
 from ingest.config import DedupConfig
 from ingest.features import decode

@@ -40,7 +40,7 @@ def test_reprocess_applies_a_new_strip_pattern_to_stored_items(write_config, cli
 
 
 def test_cli_refuses_a_changed_scheme_and_resign_fixes_it(cli, write_config, tmp_path):
-    from bench.corpus import feeds_by_source, load as load_corpus, rss as corpus_rss
+    from tests.dedup_corpus import feeds_by_source, load as load_corpus, rss as corpus_rss
 
     items = load_corpus(pattern="a-floods-tavera-2025--*.toml")
     sources = []

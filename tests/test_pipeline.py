@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 
-from bench import corpus
+from tests import dedup_corpus as corpus
 from ingest.config import load
 from ingest.fetch import Fetcher
 from ingest.pipeline import Deps, process_source

@@ -368,7 +368,7 @@ def test_candidates_find_the_copy_among_unrelated_items_and_stay_bounded(store):
 
 
 def test_a_lone_teaser_is_taken_into_the_cluster_of_a_later_copy(store):
-    from bench.corpus import load
+    from tests.dedup_corpus import load
 
     corpus = {i.id: i for i in load(pattern="a-floods-tavera-2025--death-toll.toml")}
     wire, teaser_item, update_item = (corpus[f"a-floods-tavera-2025--death-toll/{k}"] for k in ("wire", "teaser-metro", "update-toll-64"))

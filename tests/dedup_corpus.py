@@ -1,6 +1,6 @@
 """The labelled dedup corpus (fixtures/dedup/*.toml) and feeds rendered from it.
 
-Used by the offline demo (``python -m bench.corpus demo``), by the dedup quality
+Used by the offline demo (``python -m tests.dedup_corpus demo``), by the dedup quality
 benchmark and by the tests. A story file holds one original and its copies; stories
 sharing an ``event`` are different articles on one event (hard negatives).
 """
