@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> dict:
     """One reference run and one kill series; what they gave."""
     from tests import crashkit
     from tests.corpus import syndicated
+    from tests.pgschema import postgres_schema
     from tests.storecheck import check_invariants, contents, poll_errors
 
     corpus = syndicated(args.feeds, args.items, seed=args.seed)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> dict:
             urls = [f"sqlite:///{work / 'reference.db'}", f"sqlite:///{work / 'crash.db'}"]
         else:
             base = os.environ["INGEST_TEST_POSTGRES_URL"]
-            urls = [stack.enter_context(crashkit.postgres_schema(base)) for _ in range(2)]
+            urls = [stack.enter_context(postgres_schema(base, "crash")) for _ in range(2)]
         server = stack.enter_context(crashkit.CorpusServer(corpus))
         started = time.monotonic()
         reference = crashkit.run_to_end(crashkit.write_config(work / "reference", urls[0], corpus, server.base()))

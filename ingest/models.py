@@ -346,8 +346,8 @@ class StoredItem:
 
 
 @dataclass(frozen=True)
-class ItemRow:
-    """One stored item with its source and cluster, as ``ingest items`` lists it."""
+class ItemView:
+    """What every read model of an item holds: the item itself, its source and cluster."""
 
     item_id: int
     source: str
@@ -357,10 +357,16 @@ class ItemRow:
     author: str | None
     published_at: datetime | None
     fetched_at: datetime
+    input_kind: str
     text: str
     cluster_id: int
+
+
+@dataclass(frozen=True)
+class ItemRow(ItemView):
+    """One stored item with its source and cluster, as ``ingest items`` lists it."""
+
     is_canonical: bool
-    input_kind: str
 
 
 @dataclass(frozen=True)
@@ -400,23 +406,12 @@ class CanonicalChange:
 
 
 @dataclass(frozen=True)
-class ItemDetail:
+class ItemDetail(ItemView):
     """Everything known about one item: text, removals, decision, cluster, canonical history."""
 
-    item_id: int
-    source: str
-    url: str | None
-    guid: str | None
-    title: str
-    author: str | None
-    published_at: datetime | None
-    fetched_at: datetime
-    input_kind: str
-    text: str
     notes: str | None
     content_hash: str
     signature: bytes
-    cluster_id: int
     canonical_item_id: int | None
     decision_method: str
     decision_similarity: float

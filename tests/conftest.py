@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pytest
 
 from .loopback import Item, Loopback, rss
+from .pgschema import postgres_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -52,21 +53,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL schema (dropped afterwards); fails when the server is unreachable."""
     if not POSTGRES_URL:
         pytest.skip("INGEST_TEST_POSTGRES_URL not set")
-    import sqlalchemy as sa
-
-    from ingest.store import normalize_url
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalize_url(POSTGRES_URL))
-    with admin.begin() as conn:  # raises (test fails) when the server does not answer
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(POSTGRES_URL) as url:  # raises (the test fails) when the server does not answer
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

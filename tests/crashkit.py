@@ -19,10 +19,9 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tests.corpus import Corpus
 from tests.loopback import Handler, Loopback
@@ -235,26 +234,6 @@ def run_to_end(config: Path, timeout: float = 600) -> subprocess.CompletedProces
             proc.kill()
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
-
-
-@contextmanager
-def postgres_schema(base_url: str) -> Iterator[str]:
-    """A store URL in a fresh schema of the PostgreSQL server at ``base_url`` (dropped afterwards)."""
-    import sqlalchemy as sa
-
-    from ingest.store import normalize_url
-
-    schema = f"crash_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_url(base_url))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base_url else "?"
-    try:
-        yield f"{base_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def open_store(url: str):  # type: ignore[no-untyped-def]

@@ -40,7 +40,7 @@ from ingest.pipeline import Deps, process_source
 from ingest.store import Store
 from tests.conftest import POSTGRES_URL
 from tests.corpus import syndicated
-from tests.crashkit import postgres_schema
+from tests.pgschema import postgres_schema
 from tests.storecheck import check_invariants
 
 settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -29,6 +29,7 @@ import pytest
 from tests import crashkit
 from tests.conftest import POSTGRES_URL, ROOT
 from tests.corpus import Corpus, syndicated
+from tests.pgschema import postgres_schema
 from tests.storecheck import check_invariants, contents, poll_errors
 
 ACCEPTANCE = (20, 50)  # feeds x items: the brief's acceptance corpus (1,000 items)
@@ -47,7 +48,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
         def make() -> str:
             if request.param == "sqlite":
                 return f"sqlite:///{tmp_path / f'store-{next(made)}.db'}"
-            return stack.enter_context(crashkit.postgres_schema(POSTGRES_URL))  # type: ignore[arg-type]
+            return stack.enter_context(postgres_schema(POSTGRES_URL, "crash"))  # type: ignore[arg-type]
 
         yield make
 
@@ -348,8 +349,8 @@ def test_postgresql_connections_terminated_mid_run_are_reopened_and_the_run_comp
 
     corpus = _corpus(*ACCEPTANCE, SEED)
     name = f"ingest-fault-{os.getpid()}"
-    with crashkit.CorpusServer(corpus) as server, crashkit.postgres_schema(POSTGRES_URL) as reference_url, \
-            crashkit.postgres_schema(POSTGRES_URL) as url:
+    with crashkit.CorpusServer(corpus) as server, postgres_schema(POSTGRES_URL, "crash") as reference_url, \
+            postgres_schema(POSTGRES_URL, "crash") as url:
         expected, _ = _reference(tmp_path, reference_url, corpus, server)
         config = crashkit.write_config(tmp_path / "run", f"{url}&application_name={name}", corpus, server.base())
         admin = sa.create_engine(normalize_url(POSTGRES_URL), poolclass=sa.pool.NullPool)
@@ -454,8 +455,8 @@ def test_daemon_rides_out_a_postgresql_outage(tmp_path, private_postgres, no_lef
         text = log.read_text()
         assert "Traceback" not in text, text[-3000:]
         errors = [line for line in text.splitlines() if " ERROR " in line]
-        assert len(errors) == 1 and "further store errors are not logged until it answers" in errors[0], text[-3000:]
-        assert "store: answering again after" in text
+        assert len(errors) == 1 and "retrying with a growing pause" in errors[0], text[-3000:]
+        assert "store answers again after" in text
 
 
 def test_repeated_ctrl_c_at_random_moments_never_hangs(tmp_path, no_leftovers) -> None:
