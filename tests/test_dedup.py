@@ -134,29 +134,29 @@ def test_a_teaser_and_a_chrome_wrapped_copy_share_index_keys_with_the_original()
 def test_without_candidates_the_decision_needs_only_the_shingle_count() -> None:
     for text in (FLOOD.text, "Too short to merge by similarity"):
         count = dedup.fingerprint(text, SCHEME).shingle_count
-        assert dedup.decide(text, "t", [], CFG, shingle_count=count) == dedup.decide(text, "t", [], CFG)
-    assert dedup.decide(FLOOD.text, "t", [], CFG).reason == "no candidates"
-    assert dedup.decide("", "t", [], CFG, shingle_count=5).reason.startswith("5 shingles < min_shingles=30")
+        assert dedup.decide(text, [], CFG, shingle_count=count) == dedup.decide(text, [], CFG)
+    assert dedup.decide(FLOOD.text, [], CFG).reason == "no candidates"
+    assert dedup.decide("", [], CFG, shingle_count=5).reason.startswith("5 shingles < min_shingles=30")
 
 
 def test_same_canonical_url_is_a_duplicate_whatever_the_text() -> None:
-    decision = dedup.decide("completely different words here", "x", [candidate(7, 3, FLOOD.text, same_url=True)], CFG)
+    decision = dedup.decide("completely different words here", [candidate(7, 3, FLOOD.text, same_url=True)], CFG)
     assert (decision.kind, decision.cluster_id, decision.method) == ("duplicate", 3, "url")
 
 
 def test_same_normalised_text_is_a_duplicate() -> None:
-    decision = dedup.decide(FLOOD.text.upper(), "x", [candidate(7, 3, FLOOD.text, same_content=True)], CFG)
+    decision = dedup.decide(FLOOD.text.upper(), [candidate(7, 3, FLOOD.text, same_content=True)], CFG)
     assert (decision.kind, decision.method, decision.similarity) == ("duplicate", "content_hash", 1.0)
 
 
 def test_a_copy_with_an_update_joins_by_jaccard() -> None:
-    decision = dedup.decide(FLOOD_UPDATE.text, FLOOD_UPDATE.title, [candidate(1, 1, FLOOD.text)], CFG)
+    decision = dedup.decide(FLOOD_UPDATE.text, [candidate(1, 1, FLOOD.text)], CFG)
     assert (decision.kind, decision.cluster_id, decision.method) == ("duplicate", 1, "minhash")
     assert decision.similarity >= CFG.threshold
 
 
 def test_a_teaser_joins_by_containment() -> None:
-    decision = dedup.decide(FLOOD_TEASER.text, FLOOD_TEASER.title, [candidate(1, 1, FLOOD.text)], CFG)
+    decision = dedup.decide(FLOOD_TEASER.text, [candidate(1, 1, FLOOD.text)], CFG)
     assert (decision.kind, decision.method) == ("duplicate", "containment")
     assert decision.similarity < CFG.threshold <= decision.containment
 
@@ -165,29 +165,29 @@ def test_a_copy_diluted_by_site_chrome_joins_on_shared_paragraphs() -> None:
     teaser_page = chrome(FLOOD_TEASER.text, "metro")
     sim = dedup.similarity(dedup.prepare(teaser_page, 3), dedup.prepare(FLOOD.text, 3), CFG)
     assert sim.jaccard < CFG.threshold and sim.containment < CFG.containment  # numbers alone would miss it
-    decision = dedup.decide(teaser_page, FLOOD_TEASER.title, [candidate(1, 1, FLOOD.text)], CFG)
+    decision = dedup.decide(teaser_page, [candidate(1, 1, FLOOD.text)], CFG)
     assert (decision.kind, decision.method) == ("duplicate", "passages")
 
 
 def test_shared_paragraphs_are_off_when_min_passages_is_zero() -> None:
-    decision = dedup.decide(chrome(FLOOD_TEASER.text, "m"), "t", [candidate(1, 1, FLOOD.text)], replace(CFG, min_passages=0))
+    decision = dedup.decide(chrome(FLOOD_TEASER.text, "m"), [candidate(1, 1, FLOOD.text)], replace(CFG, min_passages=0))
     assert decision.kind == "new"
 
 
 def test_a_different_article_on_the_same_event_stays_apart() -> None:
-    decision = dedup.decide(INSURANCE.text, INSURANCE.title, [candidate(1, 1, FLOOD.text)], CFG)
+    decision = dedup.decide(INSURANCE.text, [candidate(1, 1, FLOOD.text)], CFG)
     assert decision.kind == "new"
     assert "closest item 1" in decision.reason
 
 
 def test_a_daily_template_with_other_figures_stays_apart() -> None:
-    decision = dedup.decide(MARKETS_12.text, MARKETS_12.title, [candidate(1, 1, MARKETS_11.text)], CFG)
+    decision = dedup.decide(MARKETS_12.text, [candidate(1, 1, MARKETS_11.text)], CFG)
     assert decision.kind == "new"
 
 
 @pytest.mark.parametrize("text", ["Breaking: earthquake hits Kessar", "Floods: death toll rises to 51 in the Tavera valley, officials say."])
 def test_very_short_texts_never_merge_by_similarity(text: str) -> None:
-    decision = dedup.decide(text, "a", [candidate(1, 1, text + " More soon.")], CFG)
+    decision = dedup.decide(text, [candidate(1, 1, text + " More soon.")], CFG)
     assert decision.kind == "new"
     assert "min_shingles" in decision.reason
 
@@ -196,13 +196,13 @@ def test_texts_too_short_to_compare_join_by_url_only() -> None:
     """Issue 16 item 3: two one-line texts alike say nothing of being one story, whatever their titles."""
     text = "Breaking: earthquake hits Kessar"
     for title in ("Quake", "Storm"):
-        same_text = dedup.decide(text, "Quake", [candidate(1, 1, text, title=title, same_content=True)], CFG)
+        same_text = dedup.decide(text, [candidate(1, 1, text, title=title, same_content=True)], CFG)
         assert same_text.kind == "new" and "too short to compare" in same_text.reason
-    same_url = dedup.decide(text, "Quake", [candidate(1, 1, "Other words entirely", same_url=True)], CFG)
+    same_url = dedup.decide(text, [candidate(1, 1, "Other words entirely", same_url=True)], CFG)
     assert (same_url.kind, same_url.method, same_url.cluster_id) == ("duplicate", "url", 1)
     # long enough to compare: the same normalised text is one story
     long = FLOOD.text
-    assert dedup.decide(long, "", [candidate(1, 1, long, same_content=True)], CFG).method == "content_hash"
+    assert dedup.decide(long, [candidate(1, 1, long, same_content=True)], CFG).method == "content_hash"
 
 
 def _bridge() -> str:
@@ -215,13 +215,13 @@ def test_a_bridging_member_cannot_pull_a_different_story_into_its_cluster() -> N
     members = [candidate(1, 1, FLOOD.text), candidate(2, 1, _bridge(), canonical=False)]
     bridge_alone = dedup.similarity(dedup.prepare(INSURANCE.text, 3), dedup.prepare(_bridge(), 3), CFG)
     assert bridge_alone.method  # the insurance story does match the bridge ...
-    decision = dedup.decide(INSURANCE.text, INSURANCE.title, members, CFG)
+    decision = dedup.decide(INSURANCE.text, members, CFG)
     assert decision.kind == "new"  # ... but the flood report (canonical) does not support it
 
 
 def test_a_bridging_text_cannot_carry_a_lone_item_of_another_story_into_a_cluster() -> None:
     candidates = [candidate(1, 1, FLOOD.text), candidate(5, 5, INSURANCE.text)]
-    decision = dedup.decide(_bridge(), "Roundup", candidates, CFG)
+    decision = dedup.decide(_bridge(), candidates, CFG)
     assert decision.kind == "duplicate"
     assert decision.absorb == ()  # the insurance item does not match the flood cluster's canonical
 
@@ -229,14 +229,14 @@ def test_a_bridging_text_cannot_carry_a_lone_item_of_another_story_into_a_cluste
 def test_a_lone_teaser_that_came_first_is_taken_in_by_the_next_copy() -> None:
     # the teaser arrived first and stands alone (cluster 9); the original is in cluster 1 already
     candidates = [candidate(1, 1, FLOOD.text), candidate(9, 9, FLOOD_TEASER.text)]
-    decision = dedup.decide(FLOOD_SYNDICATED.text, FLOOD_SYNDICATED.title, candidates, CFG)
+    decision = dedup.decide(FLOOD_SYNDICATED.text, candidates, CFG)
     assert decision.cluster_id == 1
     assert decision.absorb == (9,)
 
 
 def test_the_best_matching_cluster_wins() -> None:
     candidates = [candidate(1, 1, INSURANCE.text), candidate(2, 2, FLOOD.text), candidate(3, 3, MARKETS_11.text)]
-    decision = dedup.decide(FLOOD_UPDATE.text, FLOOD_UPDATE.title, candidates, CFG)
+    decision = dedup.decide(FLOOD_UPDATE.text, candidates, CFG)
     assert (decision.cluster_id, decision.matched_item_id) == (2, 2)
 
 
@@ -317,7 +317,7 @@ def test_a_teaser_joins_its_full_story_not_a_digest_that_quotes_it() -> None:
     assert full.same_lead and not digest.same_lead  # ... but only the full story opens with the teaser
     for order in ([candidate(1, 1, FLOOD.text), candidate(5, 5, BRIEFING.text)],
                   [candidate(5, 5, BRIEFING.text), candidate(9, 9, FLOOD.text)]):
-        decision = dedup.decide(FLOOD_TEASER.text, FLOOD_TEASER.title, order, CFG)
+        decision = dedup.decide(FLOOD_TEASER.text, order, CFG)
         assert decision.cluster_id == order[0].cluster_id if order[0].text == FLOOD.text else decision.cluster_id == 9
         assert decision.absorb == ()  # the lone digest is not a copy of the teaser: it stays apart
 
@@ -403,7 +403,7 @@ def cand(item_id: int, cluster_id: int, text: str, *, when: datetime | None = No
 
 def decide_new(text: str, candidates: list[Candidate], cfg: DedupConfig = CFG, when: datetime | None = None):
     fp = dedup.fingerprint(text, SCHEME, when)
-    return dedup.decide(text, "", candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
+    return dedup.decide(text, candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
                         when=when, signature=fp.signature)
 
 
@@ -479,7 +479,7 @@ def test_candidates_far_apart_on_their_signatures_skip_exact_shingling() -> None
     for text in (FLOOD_UPDATE.text, FLOOD_TEASER.text, INSURANCE.text, MARKETS_12.text):
         candidates = [cand(1, 1, FLOOD.text), cand(2, 2, MARKETS_11.text)]
         with_signatures = decide_new(text, candidates)
-        exact = dedup.decide(text, "", candidates, CFG, features=dedup.fingerprint(text, SCHEME).features)
+        exact = dedup.decide(text, candidates, CFG, features=dedup.fingerprint(text, SCHEME).features)
         assert (with_signatures.kind, with_signatures.cluster_id, with_signatures.method) == (
             exact.kind, exact.cluster_id, exact.method)
 
