@@ -334,7 +334,7 @@ def probe(db: Path, size: int, count: int) -> dict[str, float]:
                 fp = dedup.fingerprint(text, scheme, when)
                 candidates = store.candidates(fp, None, cfg.max_candidates)
                 decision = dedup.decide(
-                    text, "Story", candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
+                    text, candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
                     when=when, signature=fp.signature,
                 )
                 runs.append(time.perf_counter() - started)

@@ -65,7 +65,7 @@ def replay(items: Sequence[Item], texts: dict[str, str], cfg: DedupConfig, rows:
             for j in dict.fromkeys(exact + chosen)
         ]
         decision = dedup.decide(
-            texts[item_id], item.title, candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
+            texts[item_id], candidates, cfg, shingle_count=fp.shingle_count, features=fp.features,
             signature=fp.signature,
         )
         cluster = decision.cluster_id if decision.kind == "duplicate" and decision.cluster_id is not None else n

@@ -378,7 +378,7 @@ def _method(sim: Similarity, para: Paraphrase, cfg: DedupConfig) -> str:
 
 
 def decide(
-    text: str, title: str, candidates: Sequence[Candidate], cfg: DedupConfig, shingle_count: int | None = None,
+    text: str, candidates: Sequence[Candidate], cfg: DedupConfig, shingle_count: int | None = None,
     features: bytes | None = None, when: datetime | None = None, signature: bytes | None = None,
 ) -> DedupDecision:
     """Which cluster a new text joins, verified against each candidate's real text.

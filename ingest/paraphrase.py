@@ -166,7 +166,11 @@ class Paraphrase:
             + (f", {a.edition} on the year" if a.edition else "")
             + f"), {self.entities} rare entities shared ({self.entity_share:.0%})"
         )
-        return line + (": numbers say another day" if self.another_day(words_match) else "")
+        if self.another_day(words_match):
+            return line + ": numbers say another day"
+        if not words_match and a.conflict > PARAPHRASE_CONFLICTS:
+            line += ": too many disagree for a paraphrase"
+        return line
 
     def signals(self, words_match: bool, cfg: DedupConfig) -> list[Signal]:
         """The evidence as stored values, each with the bar it is held to."""
@@ -181,6 +185,10 @@ class Paraphrase:
             Signal("numbers_disagree", a.conflict, bar, a.conflict < bar),
             Signal("years_disagree", a.edition, 1, a.edition < 1),
         ]
+        if not words_match:  # a paraphrase match allows fewer (PARAPHRASE_CONFLICTS)
+            out.append(Signal(
+                "paraphrase_numbers_disagree", a.conflict, PARAPHRASE_CONFLICTS + 1, a.conflict <= PARAPHRASE_CONFLICTS,
+            ))
         if self.seconds is not None:
             out.append(Signal(
                 "window_hours", round(self.seconds / 3600, 2), round(cfg.window / 3600, 2), self.seconds <= cfg.window,
@@ -237,6 +245,15 @@ CORROBORATE_SENTENCES = 0.6
 STRONG_ENTITIES = 2
 STRONG_ENTITY_SHARE = 0.75
 STRONG_SENTENCES = 0.7
+# A paraphrase match (names, figures and sentence order, no word evidence) allows no
+# aligned sentence that states other figures. A spun copy rewrites one text sentence by
+# sentence and restates each of its figures; two outlets writing up one data release
+# (or one statement) share the figures but each sets other ones beside them (last
+# month's, last year's, another breakdown) in parallel sentences. On tune all 27
+# same-story pairs matched as paraphrases align with 0 disagreeing sentences; the
+# guard's general bar (max(1, agree)) let pairs with 4-6 agreeing and 1-3 disagreeing
+# sentences through.
+PARAPHRASE_CONFLICTS = 0
 
 
 def in_window(para: Paraphrase, cfg: DedupConfig) -> bool:
@@ -257,13 +274,16 @@ def paraphrased(para: Paraphrase, cfg: DedupConfig, scale: float, strong: bool =
     """Do the paraphrase signals reach ``scale`` times their thresholds (1: a match, less: support)?
 
     ``strong``: the entity bars raised (STRONG_ENTITIES, STRONG_ENTITY_SHARE) and the
-    sentence bar lowered (STRONG_SENTENCES).
+    sentence bar lowered (STRONG_SENTENCES). A match (``scale`` 1) also allows no
+    aligned sentence with other figures (PARAPHRASE_CONFLICTS); support (below 1) is
+    held to the general number guard only.
     """
     entities = cfg.min_entities * (STRONG_ENTITIES if strong else 1)
     share = STRONG_ENTITY_SHARE if strong else cfg.entity_share
     sentences = cfg.sentence_share * (STRONG_SENTENCES if strong else 1.0)
     return (
         in_window(para, cfg)
+        and (scale < 1.0 or para.alignment.conflict <= PARAPHRASE_CONFLICTS)
         and para.alignment.coverage >= share_bar(sentences * scale, cfg, scale)
         and para.entities >= max(1, round(entities * scale))
         and para.entity_share >= share_bar(share * scale, cfg, scale)

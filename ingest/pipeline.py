@@ -272,7 +272,7 @@ def _commit_once(writer: Writer, item: Prepared, source_id: int, deps: Deps, lea
         document=document,
         fp=fp,
         decide=partial(
-            dedup.decide, document.text, document.title, cfg=cfg.dedup, shingle_count=fp.shingle_count,
+            dedup.decide, document.text, cfg=cfg.dedup, shingle_count=fp.shingle_count,
             features=fp.features, when=item.when, signature=fp.signature,
         ),
         policy=canonical_policy(cfg.dedup.canonical),

@@ -108,7 +108,7 @@ def _replay_one(
     return writer.commit_item(
         source_id=source_id, entry=entry, canonical_url=item.canonical_url, document=document, fp=fp,
         decide=partial(
-            dedup.decide, item.text, item.title, cfg=cfg, shingle_count=fp.shingle_count, features=fp.features,
+            dedup.decide, item.text, cfg=cfg, shingle_count=fp.shingle_count, features=fp.features,
             when=when, signature=fp.signature,
         ),
         policy=policy, max_candidates=max_candidates or cfg.max_candidates, fetched_at=item.fetched_at,

@@ -57,7 +57,7 @@ def _commit(store: Store | Writer, source_id: int, entry: Entry, text: str, publ
     return store.commit_item(
         source_id=source_id, entry=entry, canonical_url=canonical_url, document=document,
         fp=dedup.fingerprint(text, SCHEME),
-        decide=partial(dedup.decide, text, entry.title, cfg=CFG),
+        decide=partial(dedup.decide, text, cfg=CFG),
         policy=policy or partial(dedup.canonical_key, policy=CFG.canonical),
         max_candidates=CFG.max_candidates, fetched_at=at,
     )
@@ -233,7 +233,7 @@ def _commit_learning(store: Store, source_id: int, guid: str, text: str):
     document = Document(title=entry.title, text=text)
     return store.commit_item(
         source_id=source_id, entry=entry, canonical_url=None, document=document,
-        fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, entry.title, cfg=CFG),
+        fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, cfg=CFG),
         policy=lambda m: (m.item_id,), max_candidates=CFG.max_candidates, fetched_at=T0,
         sightings=[(paragraph_fingerprint(p), p) for p in document.paragraphs], learn=(3, 50), reclean=reclean,
     )
@@ -296,7 +296,7 @@ def _policy_commit(store: Store, source_id: int, guid: str, text: str, policy: s
     document = Document(title="Floods", text=text, published_at=published)
     return store.commit_item(
         source_id=source_id, entry=_entry(guid, text=text), canonical_url=None, document=document,
-        fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, "Floods", cfg=CFG),
+        fp=dedup.fingerprint(text, SCHEME), decide=partial(dedup.decide, text, cfg=CFG),
         policy=lambda m: dedup.canonical_key(
             dedup.Member(m.item_id, m.published_at, m.fetched_at, m.priority, m.length), policy
         ),
@@ -421,7 +421,7 @@ def test_resign_rebuilds_signatures_and_index_and_keeps_clusters(store_url):
         outcome = store.commit_item(
             source_id=_ids(store)["wire"], entry=_entry("w4", text=text), canonical_url=None,
             document=Document(title="Floods", text=text), fp=dedup.fingerprint(text, new_scheme),
-            decide=partial(dedup.decide, text, "Floods", cfg=new_cfg), policy=lambda m: (m.item_id,),
+            decide=partial(dedup.decide, text, cfg=new_cfg), policy=lambda m: (m.item_id,),
             max_candidates=CFG.max_candidates,
         )
         assert outcome.decision.kind == "duplicate" and outcome.cluster_id == before[0][0]
