@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tests.dedup_corpus import ROOT, Item, load
-from bench.dedup_quality import noisy, run_pipeline
+from tests.dedup_scoring import noisy, run_pipeline
 from ingest import dedup
 from ingest.config import DedupConfig
 from ingest.models import Candidate
@@ -108,7 +108,7 @@ def replay(items: Sequence[Item], texts: dict[str, str], cfg: DedupConfig, rows:
 
 def summary(items: Sequence[Item], labels: dict[str, str], lsh: dict) -> dict[str, float]:
     """The few numbers a sweep row shows."""
-    from bench.dedup_quality import score
+    from tests.dedup_scoring import score
 
     s = score(items, labels)
     return {

@@ -279,7 +279,7 @@ def test_longest_prefers_the_most_complete_text_then_earliest() -> None:
 @pytest.fixture(scope="module")
 def corpus_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Scores of the real pipeline (ingest --once on a fresh store) and of the baselines."""
-    from bench.dedup_quality import baseline_minhash, baseline_title, baseline_url, noisy, run_pipeline, score
+    from tests.dedup_scoring import baseline_minhash, baseline_title, baseline_url, noisy, run_pipeline, score
 
     items = load()
     out = {}
