@@ -12,9 +12,12 @@ version is written back (``--before-schema``, the version of ``--before``).
 
     python -m bench.source_growth --before 9df455a --sizes 1000,10000,50000
     python -m bench.source_growth --backend postgresql --sizes 1000,10000   # INGEST_TEST_POSTGRES_URL
+    python -m bench.source_growth --before 9df455a --sizes 50000 --seed STORE.db   # start from a filled store
 
 Reports ms per new item in the store stage (``SourceReport.timings["store"]``, the
-batches' write transactions) and for the whole poll; writes bench/results/source_growth.json.
+batches' write transactions), for the whole poll, and the poll process's CPU time per
+item (far less sensitive to the machine's load than wall time); writes
+bench/results/source_growth.json (rewritten after each size).
 PostgreSQL copies are ``CREATE DATABASE ... TEMPLATE`` of the filled one (names start
 with ``hostile_growth``; all dropped at the end).
 """
@@ -56,11 +59,11 @@ _POLL = textwrap.dedent("""
     config = load(sys.argv[1])
     with Store.open(config.store.url, dedup.scheme_for(config.dedup).as_dict()) as store:
         state = store.sync_sources(config.sources)["hostile"]
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         report = process_source(config.sources[0], state, Deps(config, store, Fetcher(config.fetch)))
-        seconds = time.monotonic() - started
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
         stored = store.engine.connect().exec_driver_sql("SELECT count(*) FROM items").scalar_one()
-    print(json.dumps({"ok": report.ok, "error": report.error, "new": report.items_new, "seconds": seconds,
+    print(json.dumps({"ok": report.ok, "error": report.error, "new": report.items_new, "seconds": seconds, "cpu": cpu,
                       "timings": report.timings, "stored": stored}))
 """)
 
@@ -95,9 +98,12 @@ def export(revision: str, into: Path) -> Path:
 
 
 class SQLiteStores:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, seed: Path | None = None) -> None:
         self.directory = directory
         self.main = self.url("filled")
+        if seed is not None:  # a consistent copy, even of a store being written (WAL)
+            with sqlite3.connect(f"file:{seed}?mode=ro", uri=True) as src, sqlite3.connect(directory / "filled.db") as dst:
+                src.backup(dst)
 
     def url(self, name: str) -> str:
         return f"sqlite:///{self.directory / name}.db"
@@ -172,10 +178,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         work = Path(tmp)
         before = export(args.before, work) if args.before else None
         stores: Any = (PostgresStores(os.environ["INGEST_TEST_POSTGRES_URL"]) if args.backend == "postgresql"
-                       else SQLiteStores(work))
+                       else SQLiteStores(work, args.seed))
         try:
-            stored, fill_seconds = 0, 0.0
-            for size in sizes:
+            stored, fill_seconds = _count(stores.main) if args.seed else 0, 0.0
+            # a seed larger than a size: measured at the seed's count
+            for size in sorted({max(size, stored) for size in sizes}):
                 while stored < size:  # fill with this checkout's code
                     step = min(FILL_STEP, size - stored)
                     server.respond("/feed", many_entries(step, first=stored), headers={"Content-Type": "application/rss+xml"})
@@ -192,18 +199,30 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     assert got["new"] == args.measure, got
                     row = {"size": size, "variant": variant, "new": got["new"],
                            "store_ms_per_item": got["timings"].get("store", 0.0) / got["new"] * 1000,
-                           "poll_ms_per_item": got["seconds"] / got["new"] * 1000, "load": os.getloadavg()[0]}
+                           "poll_ms_per_item": got["seconds"] / got["new"] * 1000,
+                           "poll_cpu_ms_per_item": got["cpu"] / got["new"] * 1000, "load": os.getloadavg()[0]}
                     rows.append(row)
                     print(f"{size:>7} {variant:<6} store {row['store_ms_per_item']:6.2f} ms/item, "
-                          f"poll {row['poll_ms_per_item']:6.2f} ms/item (load {row['load']:.1f})", flush=True)
+                          f"poll {row['poll_ms_per_item']:6.2f} ms/item, CPU {row['poll_cpu_ms_per_item']:6.2f} "
+                          f"ms/item (load {row['load']:.1f})", flush=True)
+                _write(args, summarise(args, rows))  # so far: a cut run keeps what it measured
         finally:
             stores.close()
-    return summarise(args, sizes, rows)
+    return summarise(args, rows)
 
 
-def summarise(args: argparse.Namespace, sizes: list[int], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _count(url: str) -> int:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def summarise(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary = []
-    for size in sizes:
+    for size in sorted({r["size"] for r in rows}):
         line: dict[str, Any] = {"size": size}
         for variant in ("before", "after"):
             mine = [r for r in rows if r["size"] == size and r["variant"] == variant]
@@ -211,6 +230,7 @@ def summarise(args: argparse.Namespace, sizes: list[int], rows: list[dict[str, A
                 line[variant] = {
                     "store_ms_per_item_median": statistics.median(r["store_ms_per_item"] for r in mine),
                     "poll_ms_per_item_median": statistics.median(r["poll_ms_per_item"] for r in mine),
+                    "poll_cpu_ms_per_item_median": statistics.median(r["poll_cpu_ms_per_item"] for r in mine),
                     "runs": len(mine),
                 }
         summary.append(line)
@@ -221,6 +241,7 @@ def summarise(args: argparse.Namespace, sizes: list[int], rows: list[dict[str, A
         "command": "python -m bench.source_growth " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_at_end": os.getloadavg()},
         "backend": args.backend, "measure": args.measure, "repeats": args.repeats,
+        "seed": str(args.seed) if args.seed else None,
         "ingest_commit": commit, "before_commit": args.before, "date": time.strftime("%Y-%m-%d"),
         "summary": summary, "runs": rows,
     }
@@ -232,13 +253,16 @@ def _cell(line: dict[str, Any], variant: str, key: str, width: int) -> str:
 
 def table(result: dict[str, Any]) -> str:
     """The summary as a text table."""
-    head = f"{'stored':>7}  {'before store':>12}  {'after store':>11}  {'before poll':>11}  {'after poll':>10}"
-    lines = [head + "  (ms per new item, median)"]
+    head = (f"{'stored':>7}  {'before store':>12}  {'after store':>11}  {'before poll':>11}  {'after poll':>10}"
+            f"  {'before CPU':>10}  {'after CPU':>9}")
+    lines = [head + "  (ms per new item, median; CPU: the poll process's CPU time)"]
     for line in result["summary"]:
         lines.append(f"{line['size']:>7}  {_cell(line, 'before', 'store_ms_per_item_median', 12)}  "
                      f"{_cell(line, 'after', 'store_ms_per_item_median', 11)}  "
                      f"{_cell(line, 'before', 'poll_ms_per_item_median', 11)}  "
-                     f"{_cell(line, 'after', 'poll_ms_per_item_median', 10)}")
+                     f"{_cell(line, 'after', 'poll_ms_per_item_median', 10)}  "
+                     f"{_cell(line, 'before', 'poll_cpu_ms_per_item_median', 10)}  "
+                     f"{_cell(line, 'after', 'poll_cpu_ms_per_item_median', 9)}")
     return "\n".join(lines)
 
 
@@ -250,11 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", help="git revision to compare with (omit: this code only)")
     parser.add_argument("--before-schema", type=int, default=3, help="the schema version of --before")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--seed", type=Path, help="start from a copy of this SQLite store (one source named "
+                        "'hostile' filled with tests/test_hostile.py's many_entries, as this bench fills it)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.seed and args.backend != "sqlite":
+        parser.error("--seed is a SQLite store")
     result = bench(args)
     print(table(result))
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _write(args, result)
     return 0
 
 
