@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -216,21 +217,22 @@ def in_order(
     # At most AHEAD calls are submitted and not yet handed back: building a call's
     # arguments may fetch its pages, and a feed linking 10,000 pages held every page in
     # memory before the first result (the hostile full-text case).
+    # Only the futures not yet handed back are kept: a future holds its results, and a
+    # list of all of them kept every prepared item (page text included) of a feed until
+    # the feed's end.
     pending = iter(calls)
-    futures: list[Future[list[T]]] = []
+    ahead: deque[Future[list[T]]] = deque()
     try:
-        done = 0
         while True:
-            while len(futures) - done < AHEAD and (args := next(pending, None)) is not None:
-                futures.append(executor.submit(fn, *args))
-            if done == len(futures):
+            while len(ahead) < AHEAD and (args := next(pending, None)) is not None:
+                ahead.append(executor.submit(fn, *args))
+            if not ahead:
                 return
-            ready = list(result(futures[done], stop))
-            done += 1
-            while done < len(futures) and futures[done].done() and len(ready) < max_batch:
-                ready += futures[done].result()
-                done += 1
+            ready = list(result(ahead.popleft(), stop))
+            while ahead and ahead[0].done() and len(ready) < max_batch:
+                ready += ahead.popleft().result()
             yield ready
     finally:
-        for future in futures:
+        for future in ahead:
             future.cancel()
+

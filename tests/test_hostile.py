@@ -61,9 +61,10 @@ _PROBE = textwrap.dedent("""
 # ---------------------------------------------------------------------------- how bodies are served
 
 
-def _entries(count: int, link: Callable[[int], str] | None = None) -> bytes:
+def many_entries(count: int, link: Callable[[int], str] | None = None, first: int = 0) -> bytes:
+    """An RSS feed of ``count`` short entries numbered from ``first`` (each linking ``link(i)``)."""
     parts = ["<?xml version='1.0'?><rss version='2.0'><channel><title>many</title>"]
-    for i in range(count):
+    for i in range(first, first + count):
         url = f"<link>{link(i)}</link>" if link else ""
         parts.append(f"<item><guid>e{i}</guid><title>Entry number {i} of the long feed</title>{url}"
                      f"<description>Short entry {i}: a few words that are not long enough for extraction.</description></item>")
@@ -98,7 +99,7 @@ def serve(server: Loopback, case: dict[str, Any]) -> str:
         data = b"".join(compressor.compress(zeros) for _ in range(size >> 20)) + compressor.flush()
         server.respond("/feed", data, headers={"Content-Type": "application/rss+xml", "Content-Encoding": "deflate"})
     elif kind == "trickle":
-        feed = _entries(1)
+        feed = many_entries(1)
 
         def trickle(h: Handler) -> None:
             h.send_response(200)
@@ -114,9 +115,9 @@ def serve(server: Loopback, case: dict[str, Any]) -> str:
     elif kind == "redirect_loop":
         server.respond("/feed", status=302, headers={"Location": "/feed"})
     elif kind == "many_entries":
-        server.respond("/feed", _entries(size), headers={"Content-Type": "application/rss+xml"})
+        server.respond("/feed", many_entries(size), headers={"Content-Type": "application/rss+xml"})
     elif kind == "linked_pages":
-        server.respond("/feed", _entries(size, lambda i: server.url(f"/p/{i}")),
+        server.respond("/feed", many_entries(size, lambda i: server.url(f"/p/{i}")),
                        headers={"Content-Type": "application/rss+xml"})
         for i in range(size):
             server.respond(f"/p/{i}", _page(i), headers={"Content-Type": "text/html"})

@@ -6,7 +6,10 @@ process, boilerplate learned on the way included (demo feeds served from loopbac
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -17,7 +20,7 @@ from ingest.config import from_dict
 from ingest.dedup import scheme_for
 from ingest.fetch import Fetcher
 from ingest.pipeline import Deps
-from ingest.pool import WORKER_NICE, cpu_pool
+from ingest.pool import AHEAD, WORKER_NICE, cpu_pool, in_order
 from ingest.store import Store
 from ingest.worker import run_once
 
@@ -93,3 +96,24 @@ def test_cpu_pool_runs_work_in_other_processes_at_lower_priority():
         assert pool.submit(os.getpid).result() != os.getpid()
         # the store writer (this process) comes first when the CPUs are busy
         assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)
+
+
+def test_in_order_keeps_no_result_it_has_handed_back() -> None:
+    """Memory stays bounded by the calls in flight: a feed of 10,000 linked pages must not hold them all."""
+    class Prepared:
+        pass
+
+    made: list[weakref.ref] = []
+
+    def prepare(i: int) -> list[Prepared]:
+        item = Prepared()
+        made.append(weakref.ref(item))
+        return [item]
+
+    most_alive = 0
+    with ThreadPoolExecutor(2) as executor:
+        for batch in in_order(executor, prepare, ((i,) for i in range(60)), max_batch=1):
+            del batch
+            gc.collect()
+            most_alive = max(most_alive, sum(ref() is not None for ref in made))
+    assert len(made) == 60 and most_alive <= AHEAD

@@ -290,6 +290,72 @@ def test_short_items_merged_by_their_shared_footer_still_teach_it(store):
     assert store.boilerplate("wire")[0].seen == 3
 
 
+def _many_items(store: Store, source_id: int, count: int, cluster: int) -> None:
+    """``count`` plain item rows of one source in one cluster (written directly: only the row count matters here)."""
+    from ingest.store import schema as t
+
+    rows = [dict(source_id=source_id, identity=f"bulk-{source_id}-{i}", title="t", fetched_at=T0, updated_at=T0,
+                 entry_hash="h", input_kind="summary", text=f"text {i}", content_hash=f"c{source_id}-{i}",
+                 shingle_count=1, signature=b"s", cluster_id=cluster, decision_method="new", decision_reason="")
+            for i in range(count)]
+    with store.db.begin(immediate=True) as conn:
+        conn.execute(t.items.insert(), rows)
+
+
+def _plan(conn, statement, params) -> str:
+    compiled = statement.compile(conn.engine)
+    values = compiled.construct_params(params)
+    if conn.dialect.name == "sqlite":
+        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), tuple(values[k] for k in compiled.positiontup))
+        return "\n".join(r[3] for r in rows)
+    return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + str(compiled), values))
+
+
+def test_a_sources_newest_items_are_read_through_its_index_not_by_sorting_the_source(store):
+    """Boilerplate learning reads a source's last N items for every new item: an index range, never a sort of all."""
+    from sqlalchemy import insert
+
+    from ingest.store import schema as t
+    from ingest.store.statements import Q
+
+    ids = _ids(store)
+    with store.db.begin(immediate=True) as conn:
+        cluster = conn.execute(insert(t.clusters).values(size=0, created_at=T0, updated_at=T0)).inserted_primary_key[0]
+    # a small source's items, then a big source's: the small one's newest items lie under
+    # 3,000 others, where walking all items newest first (PostgreSQL's choice for the big
+    # source, whose items are the newest) would read them all
+    _many_items(store, ids["copycat"], 20, cluster)
+    _many_items(store, ids["wire"], 3000, cluster)
+    with store.db.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    with store.db.read() as conn:
+        for name in ("wire", "copycat"):
+            params = {"b_source": ids[name], "b_window": 50, "b_item": 1, "b_min": 3}
+            for statement in (Q.recent_items, Q.frequent_paragraphs):
+                plan = _plan(conn, statement, params)
+                assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+                if name == "copycat" or not store.is_postgres:
+                    assert "ix_items_source_recent" in plan, plan
+            recent = [r.id for r in conn.execute(Q.recent_items, {"b_source": ids[name], "b_window": 50})]
+            assert recent == sorted(recent, reverse=True) and len(recent) == (50 if name == "wire" else 20)
+
+
+def test_a_store_of_schema_3_gets_the_source_index_on_open(store_url):
+    from sqlalchemy import inspect
+
+    from ingest.store.migrations import SCHEMA_VERSION, get_meta
+
+    Store.open(store_url, SCHEME.as_dict()).close()
+    with Store.open(store_url, SCHEME.as_dict()) as store:  # as a store made by schema version 3 was
+        with store.db.begin(immediate=True) as conn:
+            conn.exec_driver_sql("DROP INDEX ix_items_source_recent")
+            conn.exec_driver_sql("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with Store.open(store_url, SCHEME.as_dict()) as store:
+        with store.db.read() as conn:
+            assert "ix_items_source_recent" in {i["name"] for i in inspect(conn).get_indexes("items")}
+        assert get_meta(store.db, "schema_version") == str(SCHEMA_VERSION)
+
+
 # ---------------------------------------------------------------------------- dedup: candidates, canonical, resign
 
 def _policy_commit(store: Store, source_id: int, guid: str, text: str, policy: str, *, published=None, at=T0):

@@ -59,11 +59,7 @@ def learn(
     known = {
         r.key for r in conn.execute(select(t.boilerplate.c.key).where(t.boilerplate.c.source_id == source_id))
     }
-    recent = [
-        r.id for r in conn.execute(
-            select(t.items.c.id).where(t.items.c.source_id == source_id).order_by(t.items.c.id.desc()).limit(window)
-        )
-    ]
+    recent = [r.id for r in conn.execute(Q.recent_items, {"b_source": source_id, "b_window": window})]
     contents: dict[int, dict[str, int]] = {}  # item -> paragraph fingerprint -> chars
     for r in conn.execute(
         select(t.paragraphs.c.item_id, t.paragraphs.c.key, t.paragraphs.c.chars)

@@ -58,6 +58,10 @@ def _v3_dedup_evidence(conn: Connection) -> None:
     _add_missing(conn, t.items)  # items.features and items.decision_evidence
 
 
+def _v4_source_recent(conn: Connection) -> None:
+    _add_missing(conn, t.items)  # ix_items_source_recent
+
+
 # Append-only: (version, description, function). Never edit a released entry; add one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _create_v1),
@@ -65,6 +69,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # items stored before it have no features until `ingest resign` (the signature
     # scheme names the features, so the store asks for it)
     (3, "items.features and items.decision_evidence (dedup)", _v3_dedup_evidence),
+    (4, "index of a source's items by id (its newest items, read for each new item)", _v4_source_recent),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -178,6 +178,10 @@ items = Table(
     Index("ix_items_content_hash", "content_hash"),
     Index("ix_items_canonical_url", "canonical_url"),
     Index("ix_items_published", "published_at"),
+    # a source's newest items (boilerplate learning's "last N items of the source"):
+    # without it SQLite read and sorted every item of the source for each new item, a
+    # cost per item that grew with the source (docs/reliability.md#hostile-inputs)
+    Index("ix_items_source_recent", "source_id", "id"),
 )
 
 # The LSH index: one row per (band key, item). A lookup is one indexed IN query, so

@@ -68,12 +68,21 @@ def _in(name: str) -> Any:
     return bindparam(name, expanding=True)
 
 
+def _recent() -> Any:
+    """Ids of the last ``b_window`` items of source ``b_source``, the newest first.
+
+    Read through ix_items_source_recent (source_id, id): without it SQLite read every
+    item of the source and sorted them, for every new item (docs/reliability.md#hostile-inputs).
+    """
+    return (
+        select(t.items.c.id).where(t.items.c.source_id == _by("b_source"))
+        .order_by(t.items.c.id.desc()).limit(_by("b_window"))
+    )
+
+
 def _recent_floor() -> Any:
     """The smallest id among the last ``b_window`` items of source ``b_source`` (0: none)."""
-    recent = (
-        select(t.items.c.id).where(t.items.c.source_id == _by("b_source"))
-        .order_by(t.items.c.id.desc()).limit(_by("b_window")).subquery()
-    )
+    recent = _recent().subquery()
     return select(func.coalesce(func.min(recent.c.id), 0)).scalar_subquery()
 
 
@@ -138,6 +147,7 @@ class Q:
     drop_index = tuple(
         delete(table).where(table.c.item_id == _by("b_item")) for table in (t.lsh_bands, t.removals, t.paragraphs)
     )
+    recent_items = _recent()
     # the item's paragraphs (not yet boilerplate) seen in >= b_min of the source's last
     # b_window items: source ids only grow, so "among the last N" is "id >= the Nth newest"
     frequent_paragraphs = (
