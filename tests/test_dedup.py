@@ -562,6 +562,35 @@ def test_sentences_keep_numbers_and_dates_and_align_in_order() -> None:
     assert forward.aligned >= 4 and forward.coverage >= CFG.sentence_share > backward.coverage
 
 
+def test_a_rewrite_that_rounds_figures_or_puts_the_day_first_agrees_with_its_source() -> None:
+    from ingest import sentences as S
+
+    def said(text: str) -> S.Sentence:
+        return S.sentence(S.tokens(text))
+
+    source = said("Harbour dues rose by 4.532 million dorins to 593.279 million dorins in the week ended March 8.")
+    rounded = said("Port dues climbed 4.53 million dorins to 593.3 million dorins for the week ending 8 March.")
+    assert S.numbers_agree(source, rounded) is True  # rounded figures, the day before the month
+    other_week = said("Port dues climbed 4.528 million dorins to 591.2 million dorins for the week ending 15 March.")
+    assert S.numbers_agree(source, other_week) is False  # 4.528 is not 4.532 rounded; another date
+    assert S.roundings("593.279") == ["593.28", "593.3"] and S.roundings("12.8") == [] and S.roundings("4.5") == []
+    assert S.numbers_agree(said("Dues stood at 4.53 million dorins, the port said."),
+                           said("Dues stood at 4.5 million dorins, the port said.")) is False  # two digits are too few
+    # the month's own day wins over a number before it: "3 March 8" is March 8 and a 3
+    assert said("Ships 3 March 8 sailed.").numbers == said("Ships 3 sailed March 8.").numbers
+
+
+def test_figures_are_entities_by_their_leading_digits() -> None:
+    from ingest.entities import entities, leading
+    from ingest.sentences import split, tokens
+
+    assert [leading(v) for v in ("593.279", "593.28", "4.532", "19495", "412", "0.125")] == [
+        "593", "593", "4.53", "19500", "412", "0.125"]
+    one, other = (entities([tokens(p) for p in split(t)]) for t in (
+        "Dues at Kestrelmouth reached 593.279 million dorins.", "Kestrelmouth dues hit 593.3 million dorins."))
+    assert "#593" in one & other
+
+
 def test_entities_are_rare_names_and_long_numbers_not_years_or_sentence_openers() -> None:
     from ingest.entities import entities
     from ingest.sentences import split, tokens
