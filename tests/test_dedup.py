@@ -505,6 +505,25 @@ def test_a_lone_paraphrase_that_came_first_is_taken_in_when_it_matches_the_canon
     assert decide_new(syndicated, unrelated).absorb == ()
 
 
+def test_a_lone_copy_that_came_first_is_taken_in_when_the_canonical_backs_it() -> None:
+    # cluster 1: the wire story and a spun copy that joined it; cluster 2: an earlier,
+    # shorter cut of that spun copy, alone. A later copy of the spun text matches both:
+    # the lone cut shares few word triples with the wire canonical (the old absorb rule
+    # asked for half of them), but the canonical backs it as it would have, had it come
+    # after the copy: it moves, as a stored absorb.
+    paragraphs = SPUN.split("\n\n")
+    member, lone = SPUN.replace("Fire crews", "Firefighting crews"), "\n\n".join(paragraphs[:3])
+    new = member + "\n\nRead more stories from the coast on our harbour page."
+    candidates = [cand(1, 1, WIRE), cand(2, 1, member, canonical=False), cand(3, 2, lone)]
+    decision = decide_new(new, candidates)
+    assert (decision.cluster_id, decision.absorb) == (1, (2,)), decision.reason
+    assert "takes in lone item(s) of cluster(s) 2" in decision.reason
+    # without the canonical's backing (the lone cut is another story's) it stays alone
+    other = decide_new(new + "\n\n" + OTHER_EVENT, [cand(1, 1, WIRE), cand(2, 1, member, canonical=False),
+                                                     cand(3, 2, OTHER_EVENT)])
+    assert 2 not in other.absorb, other.reason
+
+
 def test_candidates_far_apart_on_their_signatures_skip_exact_shingling() -> None:
     markets, teaser = dedup.fingerprint(MARKETS_11.text, SCHEME), dedup.fingerprint(FLOOD_TEASER.text, SCHEME)
     far = dedup._far(markets.signature, markets.shingle_count, cand(1, 1, FLOOD.text), CFG)
