@@ -138,9 +138,30 @@ def split(text: str, limit: int | None = None) -> list[str]:
     return out if limit is None else out[:limit]
 
 
+# A spelled-out compound number is one number, as paraphrasers write it ("forty-one" is 41).
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_UNITS = {w: n for n, w in enumerate("one two three four five six seven eight nine".split(), start=1)}
+
+
 def tokens(sentence: str) -> list[str]:
-    """Word and number tokens after NFKC, case kept ("4.5", "2,000" stay whole)."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", sentence))
+    """Word and number tokens after NFKC, case kept ("4.5", "2,000" stay whole); a spelled-out
+    compound number as its digits ("forty-one" -> "41")."""
+    found = _TOKEN.findall(unicodedata.normalize("NFKC", sentence))
+    if not any(t.casefold() in _TENS for t in found):
+        return found
+    out: list[str] = []
+    for token in found:
+        low, last = token.casefold(), out[-1].casefold() if out else ""
+        if low in _UNITS and last in _TENS:
+            out[-1] = str(_TENS[last] + _UNITS[low])
+        else:
+            out.append(token)
+    return out
+
+
+def _spelled(value: Decimal) -> str:
+    """A Decimal in ``number``'s spelling (no exponent, no trailing decimal zeros)."""
+    return number(format(value, "f"))
 
 
 def number(token: str) -> str:
@@ -203,25 +224,23 @@ def _made(words: set[int], numbers: set[int], years: set[int], rounded: set[int]
     )
 
 
-# A decimal figure is also kept rounded to fewer decimals (at least one decimal and
-# ROUNDED_DIGITS significant digits left): a rewrite states "4.532 billion" as "4.53
-# billion" and "593.279" as "593.3" (on tune, the disagreeing sentences of same-story
-# pairs of weekly reports). Only the rounded form of the more precise figure is
-# compared with the other's exact one, so 4.532 and 4.528 still disagree.
+# A figure is also kept rounded to fewer significant digits, down to ROUNDED_DIGITS: a
+# rewrite states "4.532 billion" as "4.53 billion", "593.279" as "593.3" and "19,495"
+# as "19,500" (on tune, the disagreeing sentences of same-story pairs of
+# weekly reports). Only the rounded forms of the more precise figure are compared with
+# the other's exact one, so 4.532 and 4.528 still disagree.
 ROUNDED_DIGITS = 3
 
 
 def roundings(value: str) -> list[str]:
-    """A figure in ``number``'s spelling rounded half up to each shorter decimal length that keeps
-    one decimal and ROUNDED_DIGITS significant digits ("593.279" -> "593.28", "593.3")."""
-    whole, _, fraction = value.partition(".")
-    digits = len((whole + fraction).lstrip("0"))
-    out = []
-    for places in range(len(fraction) - 1, 0, -1):
-        if digits - (len(fraction) - places) < ROUNDED_DIGITS:
-            break
-        out.append(number(str(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))))
-    return out
+    """A figure in ``number``'s spelling rounded half up to each smaller count of significant
+    digits down to ROUNDED_DIGITS ("593.279" -> "593.28", "593.3", "593")."""
+    exact = Decimal(value)
+    digits = len(exact.normalize().as_tuple().digits)
+    return [
+        _spelled(exact.quantize(Decimal(1).scaleb(exact.adjusted() + 1 - kept), rounding=ROUND_HALF_UP))
+        for kept in range(digits - 1, ROUNDED_DIGITS - 1, -1)
+    ]
 
 
 def _figure(token: str, numbers: set[int], years: set[int], rounded: set[int]) -> None:
@@ -230,8 +249,7 @@ def _figure(token: str, numbers: set[int], years: set[int], rounded: set[int]) -
         years.add(int(value))
     else:
         numbers.add(_hash32(value))
-        if "." in value:
-            rounded.update(_hash32(r) for r in roundings(value))
+        rounded.update(_hash32(r) for r in roundings(value))
 
 
 def _sentence_with_dates(tokens_: list[str], lows: list[str], kinds: dict[str, tuple[str, object]]) -> Sentence:

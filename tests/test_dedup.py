@@ -574,7 +574,8 @@ def test_sentences_keep_numbers_and_dates_and_align_in_order() -> None:
     assert a.words == b.words and S.numbers_agree(a, b) is False  # the dates differ
     same = S.sentence(S.tokens("All forty-one workers were rescued after 17 days, officials said on Tuesday."))
     spun = S.sentence(S.tokens("Rescuers freed all 41 trapped workers following seventeen (17) days, officials said."))
-    assert S.numbers_agree(same, spun) is True  # {40, 17} and {41, 17}: half of the figures shared
+    assert S.numbers_agree(same, spun) is True  # "forty-one" is 41: {41, 17} on both sides
+    assert S.tokens("forty-one and Twenty two, but forty") == ["41", "and", "22", "but", "forty"]
     story = decode(dedup.fingerprint(WIRE, SCHEME).features).sentences
     spun = decode(dedup.fingerprint(SPUN, SCHEME).features).sentences
     forward, backward = S.align(story, spun), S.align(story, tuple(reversed(spun)))
@@ -592,7 +593,8 @@ def test_a_rewrite_that_rounds_figures_or_puts_the_day_first_agrees_with_its_sou
     assert S.numbers_agree(source, rounded) is True  # rounded figures, the day before the month
     other_week = said("Port dues climbed 4.528 million dorins to 591.2 million dorins for the week ending 15 March.")
     assert S.numbers_agree(source, other_week) is False  # 4.528 is not 4.532 rounded; another date
-    assert S.roundings("593.279") == ["593.28", "593.3"] and S.roundings("12.8") == [] and S.roundings("4.5") == []
+    assert S.roundings("593.279") == ["593.28", "593.3", "593"] and S.roundings("12.8") == []
+    assert S.roundings("19495") == ["19500", "19500"] and S.roundings("2000") == [] and S.roundings("4.5") == []
     assert S.numbers_agree(said("Dues stood at 4.53 million dorins, the port said."),
                            said("Dues stood at 4.5 million dorins, the port said.")) is False  # two digits are too few
     # the month's own day wins over a number before it: "3 March 8" is March 8 and a 3
