@@ -55,7 +55,10 @@ def entities(pieces: list[list[str]]) -> frozenset[str]:
 
 def leading(value: str) -> str:
     """A number in ``number``'s spelling to ENTITY_DIGITS significant digits (rounded half up):
-    "593.279", "593.28" and "593.3" are one entity, as a rewrite rounds them."""
+    "593.279", "593.28" and "593.3" are one entity, as a rewrite rounds them. A value with
+    two dots ("1.2.3", a version) is kept as it is."""
+    if value.count(".") > 1:
+        return value
     rounded = Decimal(value).quantize(Decimal(1).scaleb(Decimal(value).adjusted() + 1 - ENTITY_DIGITS), ROUND_HALF_UP)
     return number(format(rounded, "f")) if rounded.adjusted() < ENTITY_DIGITS else format(rounded.normalize(), "f")
 

@@ -235,6 +235,8 @@ ROUNDED_DIGITS = 3
 def roundings(value: str) -> list[str]:
     """A figure in ``number``'s spelling rounded half up to each smaller count of significant
     digits down to ROUNDED_DIGITS ("593.279" -> "593.28", "593.3", "593")."""
+    if value.count(".") > 1:
+        return []  # a version or a date written with dots ("1.2.3"), not an amount
     exact = Decimal(value)
     digits = len(exact.normalize().as_tuple().digits)
     return [

@@ -602,6 +602,7 @@ def test_a_rewrite_that_rounds_figures_or_puts_the_day_first_agrees_with_its_sou
 
 
 def test_figures_are_entities_by_their_leading_digits() -> None:
+    from ingest import features
     from ingest.entities import entities, leading
     from ingest.sentences import split, tokens
 
@@ -610,6 +611,8 @@ def test_figures_are_entities_by_their_leading_digits() -> None:
     one, other = (entities([tokens(p) for p in split(t)]) for t in (
         "Dues at Kestrelmouth reached 593.279 million dorins.", "Kestrelmouth dues hit 593.3 million dorins."))
     assert "#593" in one & other
+    # dotted versions and dates are no amounts: kept as they are, never rounded
+    assert leading("1.2.30") == "1.2.30" and features.extract("Kestrelmouth 1.2.30 shipped on 10.05.2024.").entities
 
 
 def test_entities_are_rare_names_and_long_numbers_not_years_or_sentence_openers() -> None:
