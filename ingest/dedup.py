@@ -541,16 +541,19 @@ def _absorbable(
 ) -> tuple[int, ...]:
     """Other clusters of one item that match the new text on the part it shares with the chosen cluster.
 
-    Arrival order decides which copy starts a cluster: a teaser that came before any
+    Arrival order decides which copy starts a cluster: a copy that came before any
     copy it matches stays alone when later copies match each other better. Such a lone
-    item joins too, but only when it is itself a copy or teaser of the new text (not
-    a digest that merely quotes it) and at least ABSORB_OVERLAP of what it shares
-    with the new text is also in the chosen cluster's canonical item (or it matches
-    that item outright): a new text that bridges two stories shares one story with the
-    cluster and the other with the lone item, so it cannot carry one into the other.
-    A lone item matched on sentences or as a paraphrase joins only when it matches
-    the canonical item itself (as it would have, had it come after it). The store
-    moves the item only if its cluster still has one item.
+    item joins when the chosen cluster's canonical item supports it (``_supports``, as
+    for any join: it would have joined through the new text, had it come after it),
+    unless the new text is a piece of it (contained >= ``containment``: a digest that
+    quotes the new text is backed by the story it quotes). Otherwise it joins only
+    when it is itself a copy or teaser of the new text and at least ABSORB_OVERLAP of
+    what it shares with the new text is also in the canonical item (or it matches
+    that item on shingles). A new text that bridges two stories shares one story with
+    the cluster and the other with the lone item, which the canonical does not back,
+    so it cannot carry one into the other. On tune, backing took in 2 lone copies
+    (5 pairs) and no other story's item. The store moves the item only if its
+    cluster still has one item.
     """
     if canonical is None:
         return ()
@@ -560,13 +563,16 @@ def _absorbable(
         members = by_cluster[cluster_id]
         if cluster_id == chosen or len(members) != 1 or not top.candidate.is_canonical:
             continue
-        lone = prepare(top.candidate.text, cfg.shingle_size)
-        if top.method in ("sentences", "paraphrase"):
-            alone = top.candidate
-            if _compare(alone.text, decode(alone.features), alone.when, canonical.candidate, cfg).method:
-                out.append(cluster_id)
-            continue
+        alone = top.candidate
+        lone = prepare(alone.text, cfg.shingle_size)
         shared = lone.shingles & new.shingles
+        if len(shared) < cfg.containment * len(new.shingles) and _supports(
+            _compare(alone.text, decode(alone.features), alone.when, canonical.candidate, cfg), cfg,
+        ):
+            out.append(cluster_id)  # it would have joined through the new text, had it come after it
+            continue
+        if top.method in ("sentences", "paraphrase"):
+            continue
         if not _covered(lone, new, shared, cfg):
             continue  # the new text is part of the lone one (a digest quoting it), not a copy of it
         if len(shared & target.shingles) >= ABSORB_OVERLAP * len(shared) or similarity(lone, target, cfg).method:

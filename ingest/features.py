@@ -5,8 +5,11 @@ with the item, so the single writer process decodes them for each candidate inst
 of re-reading its text. Layout (little-endian), version byte first:
 
     u8 version | u16 entity count | u32 entity hash * n
-    | u16 sentence count | per sentence: u8 words, u8 numbers, u8 years,
-      u16 word hash * w, u32 number hash * k, u16 year * y
+    | u16 sentence count | per sentence: u8 words, u8 numbers, u8 years, u8 rounded,
+      u16 word hash * w, u32 number hash * k, u16 year * y, u32 rounded figure hash * r
+
+Version 2 added the rounded figures (a store of version 1 asks for `ingest resign`:
+the signature scheme names the version).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from functools import lru_cache
 from ingest.entities import entities, hashed
 from ingest.sentences import Sentence, sentences, split, tokens
 
-VERSION = 1
+VERSION = 2
 # Sentences kept per text: copies are recognised by their openings (the real copies
 # are page openings of ~2,000 characters, 10 sentences median), and 30 sentences (~600
 # words) bound the bytes stored, the worker's time (0.7 ms a 630-word text) and the
@@ -55,10 +58,10 @@ def encode(features: Features) -> bytes:
     ents = sorted(features.entities)
     parts = [struct.pack(f"<BH{len(ents)}I", VERSION, len(ents), *ents), struct.pack("<H", len(features.sentences))]
     for s in features.sentences:
-        words, numbers, years = (x[:_MAX_SET] for x in (s.words, s.numbers, s.years))
+        words, numbers, years, rounded = (x[:_MAX_SET] for x in (s.words, s.numbers, s.years, s.rounded))
         parts.append(struct.pack(
-            f"<BBB{len(words)}H{len(numbers)}I{len(years)}H", len(words), len(numbers), len(years),
-            *words, *numbers, *years,
+            f"<BBBB{len(words)}H{len(numbers)}I{len(years)}H{len(rounded)}I",
+            len(words), len(numbers), len(years), len(rounded), *words, *numbers, *years, *rounded,
         ))
     return b"".join(parts)
 
@@ -79,11 +82,11 @@ def decode(data: bytes) -> Features:
     offset += 2
     out = []
     for _ in range(n):
-        w, k, y = data[offset], data[offset + 1], data[offset + 2]
-        offset += 3
-        values = struct.unpack_from(f"<{w}H{k}I{y}H", data, offset)
-        offset += 2 * w + 4 * k + 2 * y
-        out.append(Sentence(values[:w], values[w : w + k], values[w + k :]))
+        w, k, y, r = data[offset], data[offset + 1], data[offset + 2], data[offset + 3]
+        offset += 4
+        values = struct.unpack_from(f"<{w}H{k}I{y}H{r}I", data, offset)
+        offset += 2 * w + 4 * k + 2 * y + 4 * r
+        out.append(Sentence(values[:w], values[w : w + k], values[w + k : w + k + y], values[w + k + y :]))
     return Features(tuple(out), ents)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 import xxhash
@@ -109,6 +110,7 @@ class Sentence:
     words: tuple[int, ...]  # 16-bit hashes of the content words' stems
     numbers: tuple[int, ...]  # 32-bit hashes of its figures (dates included), years apart
     years: tuple[int, ...]  # four-digit years, as numbers
+    rounded: tuple[int, ...] = ()  # 32-bit hashes of its decimal figures rounded (ROUNDED_DIGITS)
 
     @property
     def weight(self) -> int:
@@ -136,9 +138,30 @@ def split(text: str, limit: int | None = None) -> list[str]:
     return out if limit is None else out[:limit]
 
 
+# A spelled-out compound number is one number, as paraphrasers write it ("forty-one" is 41).
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_UNITS = {w: n for n, w in enumerate("one two three four five six seven eight nine".split(), start=1)}
+
+
 def tokens(sentence: str) -> list[str]:
-    """Word and number tokens after NFKC, case kept ("4.5", "2,000" stay whole)."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", sentence))
+    """Word and number tokens after NFKC, case kept ("4.5", "2,000" stay whole); a spelled-out
+    compound number as its digits ("forty-one" -> "41")."""
+    found = _TOKEN.findall(unicodedata.normalize("NFKC", sentence))
+    if not any(t.casefold() in _TENS for t in found):
+        return found
+    out: list[str] = []
+    for token in found:
+        low, last = token.casefold(), out[-1].casefold() if out else ""
+        if low in _UNITS and last in _TENS:
+            out[-1] = str(_TENS[last] + _UNITS[low])
+        else:
+            out.append(token)
+    return out
+
+
+def _spelled(value: Decimal) -> str:
+    """A Decimal in ``number``'s spelling (no exponent, no trailing decimal zeros)."""
+    return number(format(value, "f"))
 
 
 def number(token: str) -> str:
@@ -188,32 +211,70 @@ def sentence(tokens_: list[str]) -> Sentence:
     }
     numbers = {kind[1] for kind in special if kind[0] == "number"}
     years: set[int] = set()
+    rounded: set[int] = set()
     for token in tokens_:
         if token[0].isdigit():
-            _figure(token, numbers, years)
-    return Sentence(tuple(sorted(words)), tuple(sorted(numbers)), tuple(sorted(years)))  # type: ignore[arg-type]
+            _figure(token, numbers, years, rounded)
+    return _made(words, numbers, years, rounded)  # type: ignore[arg-type]
 
 
-def _figure(token: str, numbers: set[int], years: set[int]) -> None:
+def _made(words: set[int], numbers: set[int], years: set[int], rounded: set[int]) -> Sentence:
+    return Sentence(
+        tuple(sorted(words)), tuple(sorted(numbers)), tuple(sorted(years)), tuple(sorted(rounded - numbers)),
+    )
+
+
+# A figure is also kept rounded to fewer significant digits, down to ROUNDED_DIGITS: a
+# rewrite states "4.532 billion" as "4.53 billion", "593.279" as "593.3" and "19,495"
+# as "19,500" (on tune, the disagreeing sentences of same-story pairs of
+# weekly reports). Only the rounded forms of the more precise figure are compared with
+# the other's exact one, so 4.532 and 4.528 still disagree.
+ROUNDED_DIGITS = 3
+
+
+def roundings(value: str) -> list[str]:
+    """A figure in ``number``'s spelling rounded half up to each smaller count of significant
+    digits down to ROUNDED_DIGITS ("593.279" -> "593.28", "593.3", "593")."""
+    if value.count(".") > 1:
+        return []  # a version or a date written with dots ("1.2.3"), not an amount
+    exact = Decimal(value)
+    digits = len(exact.normalize().as_tuple().digits)
+    return [
+        _spelled(exact.quantize(Decimal(1).scaleb(exact.adjusted() + 1 - kept), rounding=ROUND_HALF_UP))
+        for kept in range(digits - 1, ROUNDED_DIGITS - 1, -1)
+    ]
+
+
+def _figure(token: str, numbers: set[int], years: set[int], rounded: set[int]) -> None:
     value = number(token)
     if len(value) == 4 and _YEAR.match(value):
         years.add(int(value))
     else:
         numbers.add(_hash32(value))
+        rounded.update(_hash32(r) for r in roundings(value))
 
 
 def _sentence_with_dates(tokens_: list[str], lows: list[str], kinds: dict[str, tuple[str, object]]) -> Sentence:
-    """``sentence`` for a sentence that names a month: token by token, a month and its day as one date."""
+    """``sentence`` for a sentence that names a month: token by token, a month and its day as one date.
+
+    The day may come first ("4 December" is "December 4"), unless the month has a day of its own.
+    """
     words: set[int] = set()
     numbers: set[int] = set()
     years: set[int] = set()
+    rounded: set[int] = set()
     skip = False
     for at, (token, low) in enumerate(zip(tokens_, lows)):
         if skip:
             skip = False
             continue
         if token[0].isdigit():
-            _figure(token, numbers, years)
+            month = kinds.get(lows[at + 1]) if at + 1 < len(tokens_) else None
+            if month is not None and month[0] == "month" and _day(token) and not _day(_at(tokens_, at + 2)):
+                numbers.add(_hash32(f"date:{month[1]}/{int(token)}"))
+                skip = True
+            else:
+                _figure(token, numbers, years, rounded)
             continue
         kind = kinds.get(low)
         if kind is None:
@@ -222,11 +283,19 @@ def _sentence_with_dates(tokens_: list[str], lows: list[str], kinds: dict[str, t
         elif kind[0] == "number":
             numbers.add(kind[1])  # type: ignore[arg-type]
         elif kind[0] == "month":
-            following = tokens_[at + 1] if at + 1 < len(tokens_) else ""
-            if following.isdigit() and 1 <= int(following) <= 31:
+            following = _at(tokens_, at + 1)
+            if _day(following):
                 numbers.add(_hash32(f"date:{kind[1]}/{int(following)}"))
                 skip = True
-    return Sentence(tuple(sorted(words)), tuple(sorted(numbers)), tuple(sorted(years)))
+    return _made(words, numbers, years, rounded)
+
+
+def _at(tokens_: list[str], at: int) -> str:
+    return tokens_[at] if at < len(tokens_) else ""
+
+
+def _day(token: str) -> bool:
+    return token.isdigit() and 1 <= int(token) <= 31
 
 
 def sentences(pieces: list[list[str]], limit: int) -> tuple[Sentence, ...]:
@@ -257,8 +326,13 @@ def numbers_agree(a: Sentence, b: Sentence) -> bool | None:
         return False
     if not a.numbers or not b.numbers:
         return None
-    shared = len(set(a.numbers).intersection(b.numbers))
+    shared = max(_found(a, b), _found(b, a))
     return shared > 0 and 2 * shared >= min(len(a.numbers), len(b.numbers))
+
+
+def _found(a: Sentence, b: Sentence) -> int:
+    """How many of ``a``'s figures ``b`` states, exactly or rounded from a more precise one."""
+    return len(set(a.numbers).intersection(b.numbers + b.rounded))
 
 
 # ---------------------------------------------------------------------------- alignment
