@@ -28,6 +28,7 @@ import xxhash
 
 from ingest.config import DedupConfig
 from ingest.features import EMPTY, VERSION as FEATURES_VERSION, Features, decode, encode, extract
+from ingest.memo import memo
 from ingest.models import Candidate, DedupDecision, Fingerprint, Member, Signal
 from ingest.paraphrase import (
     CORROBORATE_CONTAINMENT, CORROBORATE_SENTENCES, ENTITY_BANDS, ENTITY_ROWS, NO_PARAPHRASE, SENTENCE_KEYS,
@@ -266,8 +267,11 @@ class Text:
 
 # Candidates are mostly recent items, verified again for each copy that follows
 # them: on the 1k-item bench corpus 277 of 1,232 calls hit a 256-entry cache (204 at
-# 128), for ~80 KB a 600-word text. Text is frozen, so sharing it is safe.
-@lru_cache(maxsize=256)
+# 128), for ~80 KB a 600-word text (~3,600 characters): a Text takes 20-40 times its
+# characters. Bounded by text too: 256 news texts fit in 1 M characters, and long texts
+# take fewer places (15 KB texts held 147 MB at 256 entries; 1 M characters of them
+# about 40 MB). Text is frozen, so sharing it is safe.
+@memo(entries=256, size=1_000_000)
 def prepare(text: str, size: int) -> Text:
     """Shingles of the whole text and of each body paragraph (>= PASSAGE_WORDS words)."""
     paragraphs = _paragraph_words(text)
