@@ -1,11 +1,13 @@
 """Several daemons on one PostgreSQL store: throughput, the claim path at scale, catch-up, sizing.
 
-    python -m bench.fleet sim       [--sources 100000] [--claimers 1 4 8] [--seconds 60] [--repeats 2]
-    python -m bench.fleet catchup   [--sources 100000] [--claimers 4 8] [--seconds 240]
-    python -m bench.fleet daemons   [--daemons 1 2 4] [--feeds 400] [--repeats 3]
+    python -m bench.fleet sim       [--sources 100000] [--claimers 1 4 8] [--seconds 70] [--repeats 2]
+    python -m bench.fleet catchup   [--sources 100000] [--claimers 4] [--seconds 240] [--bins 40]
+    python -m bench.fleet daemons   [--daemons 1 2 4] [--feeds 200] [--repeats 2]
     python -m bench.fleet once      [--repeats 5]   (the daemon against ``--once`` on the bench corpus)
 
-Each prints a Markdown table and writes ``bench/results/fleet-<command>.json``.
+(the defaults; docs/sizing.md gives the commands its figures come from). Each prints a
+Markdown table and writes ``bench/results/fleet-<command>.json`` (``--name`` to keep
+another run).
 PostgreSQL from ``INGEST_BENCH_POSTGRES_URL`` (else ``INGEST_TEST_POSTGRES_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/test``); every run gets a fresh schema, dropped
 afterwards. ``--before CHECKOUT`` runs the ingest of another checkout interleaved with
