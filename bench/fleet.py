@@ -1,11 +1,13 @@
 """Several daemons on one PostgreSQL store: throughput, the claim path at scale, catch-up, sizing.
 
-    python -m bench.fleet sim       [--sources 100000] [--claimers 1 4 8] [--seconds 60] [--repeats 2]
-    python -m bench.fleet catchup   [--sources 100000] [--claimers 4 8] [--seconds 240]
-    python -m bench.fleet daemons   [--daemons 1 2 4] [--feeds 400] [--repeats 3]
+    python -m bench.fleet sim       [--sources 100000] [--claimers 1 4 8] [--seconds 70] [--repeats 2]
+    python -m bench.fleet catchup   [--sources 100000] [--claimers 4] [--seconds 240] [--bins 40]
+    python -m bench.fleet daemons   [--daemons 1 2 4] [--feeds 200] [--repeats 2]
     python -m bench.fleet once      [--repeats 5]   (the daemon against ``--once`` on the bench corpus)
 
-Each prints a Markdown table and writes ``bench/results/fleet-<command>.json``.
+(the defaults; docs/sizing.md gives the commands its figures come from). Each prints a
+Markdown table and writes ``bench/results/fleet-<command>.json`` (``--name`` to keep
+another run).
 PostgreSQL from ``INGEST_BENCH_POSTGRES_URL`` (else ``INGEST_TEST_POSTGRES_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/test``); every run gets a fresh schema, dropped
 afterwards. ``--before CHECKOUT`` runs the ingest of another checkout interleaved with
@@ -66,6 +68,11 @@ def machine() -> dict[str, Any]:
             "load_at_end": os.getloadavg()}
 
 
+def load() -> list[float]:
+    """The 1, 5 and 15-minute load averages now (the machine is shared: stated with every run)."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 def commit(root: Path) -> str | None:
     """The checkout's ``git describe`` (None outside git)."""
     import subprocess
@@ -107,6 +114,7 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
             for n in args.claimers:
                 for poll, slots in args.modes:
                     for label, root in roots.items():
+                        load_before = load()
                         with fresh_schema(postgres_url()) as url:
                             hosts = sim.populate_with(root, url, args.sources, args.interval, None, repeat)
                             raw = sim.run_claimers(url, n, slots, poll, args.interval, args.seconds,
@@ -114,7 +122,8 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
                             figures = sim.summarise(raw["records"], hosts, budget, args.skip, raw["window_s"]
                                                     + min(3.0, args.seconds / 4))
                         run = {"code": label, "claimers": n, "slots": slots, "poll_s": poll, "repeat": repeat,
-                               **figures, **{k: v for k, v in raw.items() if k != "records"}}
+                               "load_before": load_before, "load_after": load(), **figures,
+                               **{k: v for k, v in raw.items() if k != "records"}}
                         runs.append(run)
                         log(f"  sim {label} claimers={n} poll={poll} slots={slots}: {figures.get('polls_per_s', 0):.0f}"
                             f" polls/s, claim p99 {figures.get('claim_ms_p99', float('nan')):.0f} ms, lag p99 "
@@ -194,6 +203,7 @@ def run_catchup(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fleetbench-") as tmp:
         for n in args.claimers:
             for label, root in roots.items():
+                load_before = load()
                 with fresh_schema(postgres_url()) as url:
                     # a one-hour outage: each source was due once in its first 15 minutes
                     # (its next poll time stays there), so all are 45-60 minutes late
@@ -233,7 +243,8 @@ def run_catchup(args: argparse.Namespace) -> dict[str, Any]:
                     "next_wave": wave, "next_wave_peak_per_s": max(wave[1:]) / args.bin_width,
                     "pg_cpu_share": box["pg_cpu_share"], "claimer_cpu_s": box["claimer_cpu_s"],
                     "window_s": box["window_s"], "machine_busy_share": box["machine_busy_share"],
-                    "errors": box["errors"], "sources_counted": polled,
+                    "errors": box["errors"], "sources_counted": polled, "load_before": load_before,
+                    "load_after": load(),
                 })
                 log(f"  catchup {label} claimers={n}: in-budget backlog cleared at {cleared} s, lag p99 < "
                     f"{args.steady_lag} s from {steady} s, next-wave peak {runs[-1]['next_wave_peak_per_s']:.0f}/s")
@@ -440,6 +451,9 @@ def one_fleet(url: str, work: Path, feeds: list[str], daemons: int, workers: int
     span = t1 - t0
     return {
         "daemons": daemons, "items": items, "ingest_s": ingest_s, "items_per_s": items / ingest_s,
+        # CPU from the start until every item was stored (imports and start-up included; the
+        # backends' since they connected): what the items phase used
+        "ingest_daemon_cores": sum(cpu0) / ingest_s, "ingest_pg_cores": pg0 / ingest_s,
         "polls_per_s": (polls1 - polls0) / span, "daemon_cores": (sum(cpu1) - sum(cpu0)) / span,
         "pg_cores": (pg1 - pg0) / span, "farm_cores": (farm1 - farm0) / span,
         "machine_busy": (busy1 - busy0) / (total1 - total0), "complete": items >= expected,
@@ -468,17 +482,19 @@ def run_daemons(args: argparse.Namespace) -> dict[str, Any]:
             assert farm.stdout is not None and farm.stdout.readline().strip() == "ready"
             for repeat in range(args.repeats):
                 for daemons in args.daemons:
+                    load_before = load()
                     with fresh_schema(postgres_url()) as url:
                         run_dir = work / f"run-{repeat}-{daemons}"
                         run_dir.mkdir()
                         run = one_fleet(url, run_dir, feeds, daemons, args.workers, len(corpus.items),
                                         args.window, args.timeout, farm.pid)
-                    run["repeat"] = repeat
+                    run |= {"repeat": repeat, "load_before": load_before, "load_after": load()}
                     runs.append(run)
                     log(f"  daemons={daemons}: {run['items_per_s']:.0f} items/s ({run['items']} in "
                         f"{run['ingest_s']:.1f} s), {run['polls_per_s']:.0f} polls/s; cores: daemons "
                         f"{run['daemon_cores']:.2f}, postgres {run['pg_cores']:.2f}, farm {run['farm_cores']:.2f}, "
-                        f"machine {run['machine_busy'] * 100:.0f} %")
+                        f"machine {run['machine_busy'] * 100:.0f} %, load {load_before[0]:.1f} -> "
+                        f"{run['load_after'][0]:.1f}")
         finally:
             farm.terminate()
             farm.wait()
@@ -492,20 +508,25 @@ def daemons_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['feeds']} feeds ({result['items']} items, content in the feed) on {result['hosts']} loopback hosts, "
         f"per_host_delay 0; each daemon workers = {result['workers']}, processes = one per CPU; polls/s over "
-        f"{result['window_s']:.0f} s once every item is stored (unchanged feeds: 304s, interval 1 s); medians of "
-        f"{result['repeats']} interleaved runs (min-max)",
+        f"{result['window_s']:.0f} s once every item is stored (unchanged feeds: 304s, interval 1 s: at most "
+        f"{result['feeds']} polls/s, fewer by the wait for the 1 s claim tick); medians of {result['repeats']} "
+        "interleaved runs (min-max)",
         "",
-        "| daemons | items/s | polls/s | daemons' cores | PostgreSQL cores | farm cores | machine busy |",
+        "| daemons | items/s | cores while storing: daemons / PostgreSQL | polls/s | cores while polling: daemons / "
+        "PostgreSQL / farm | machine busy | load 1 min before / after |",
         "|---|---|---|---|---|---|---|",
     ]
     for daemons in sorted({r["daemons"] for r in result["runs"]}):
         runs = [r for r in result["runs"] if r["daemons"] == daemons]
         ips, pps = spread([r["items_per_s"] for r in runs]), spread([r["polls_per_s"] for r in runs])
         lines.append(
-            f"| {daemons} | {ips['median']:.0f} ({ips['min']:.0f}-{ips['max']:.0f}) | {pps['median']:.0f} "
-            f"({pps['min']:.0f}-{pps['max']:.0f}) | {_median_of(runs, 'daemon_cores'):.2f} | "
-            f"{_median_of(runs, 'pg_cores'):.2f} | {_median_of(runs, 'farm_cores'):.2f} | "
-            f"{_median_of(runs, 'machine_busy') * 100:.0f} % |"
+            f"| {daemons} | {ips['median']:.0f} ({ips['min']:.0f}-{ips['max']:.0f}) | "
+            f"{_median_of(runs, 'ingest_daemon_cores'):.2f} / {_median_of(runs, 'ingest_pg_cores'):.2f} | "
+            f"{pps['median']:.0f} ({pps['min']:.0f}-{pps['max']:.0f}) | {_median_of(runs, 'daemon_cores'):.2f} / "
+            f"{_median_of(runs, 'pg_cores'):.2f} / {_median_of(runs, 'farm_cores'):.2f} | "
+            f"{_median_of(runs, 'machine_busy') * 100:.0f} % | "
+            f"{statistics.median([r['load_before'][0] for r in runs]):.1f} / "
+            f"{statistics.median([r['load_after'][0] for r in runs]):.1f} |"
         )
     return "\n".join(lines)
 

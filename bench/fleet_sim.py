@@ -6,14 +6,15 @@ like the web's (``host_sizes``: a few hosts with thousands of feeds, a long tail
 hosts with one or two), then start claimer processes. Each claimer is one daemon's
 claim loop without the fetch: ``--slots`` threads, each claims one source with the
 real ``leases.claim`` (``[fetch]`` politeness at its defaults, the daemon's
-``names=`` list of every source unless ``--names none``), waits ``--poll`` seconds
+``names=`` set of every source unless ``--no-names``), waits ``--poll`` seconds
 (the simulated poll), then records it with the real ``leases.complete`` and a next
-poll time from the real ``polling.next_delay`` (interval, 0.1 jitter). A thread that
+poll time from the real ``polling.next_delay`` (interval, 0.1 jitter, and the push of
+a poll that started late by a random share of its lateness). A thread that
 finds nothing waits for the next claim tick (1 s, the daemon's ``CLAIM_TICK``), as the
 daemon does.
 
 Every claim is logged: wall time, claim latency, and each claimed source's lag (the
-claim's database time, taken from the lease, minus the ``next_poll_at`` it was claimed
+claim's database time, the lease's ``claimed_at``, minus the ``next_poll_at`` it was claimed
 with) and host size class. CPU seconds of the claimers and of their PostgreSQL
 backends (found by ``application_name`` in pg_stat_activity, read from /proc) are
 taken at the start and the end of the measured window.
@@ -38,7 +39,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,8 @@ def claimer(args: ClaimerArgs) -> None:
     store.db.engine = create_engine(normalize_url(args.url), pool_size=args.slots + 1, max_overflow=0,
                                     pool_pre_ping=True)
     with store.db.engine.connect() as conn:
-        names = sorted(conn.execute(select(t.sources.c.name)).scalars()) if args.names else None
+        # as the daemon: its enabled sources' names made once per config, passed as a set
+        names = frozenset(conn.execute(select(t.sources.c.name)).scalars()) if args.names else None
         hosts = dict(conn.execute(select(t.sources.c.id, t.sources.c.host)).all())
     clock = lambda: datetime.now(timezone.utc)  # noqa: E731 (PostgreSQL uses its own clock anyway)
     records: list[list[Any]] = []  # [wall, latency, [[lag, source_id], ...]]
@@ -184,9 +186,8 @@ def claimer(args: ClaimerArgs) -> None:
             latency = time.perf_counter() - started
             lags = []
             for lease in got:
-                claimed_at = lease.until - timedelta(seconds=lease_seconds)
                 due = lease.state.next_poll_at
-                lags.append([(claimed_at - due).total_seconds() if due else 0.0, lease.source_id])
+                lags.append([(lease.claimed_at - due).total_seconds() if due else 0.0, lease.source_id])
             with lock:
                 records.append([time.time(), latency, lags])
             if not got:
@@ -194,8 +195,9 @@ def claimer(args: ClaimerArgs) -> None:
                 continue
             if args.poll:
                 time.sleep(args.poll)
-            for lease in got:
-                delay = next_delay(args.interval, fetch, jitter=0.1, rng=rng)
+            for lease, (lag, _) in zip(got, lags):
+                # the daemon's push of a late poll (pipeline._record_success: overdue=)
+                delay = next_delay(args.interval, fetch, jitter=0.1, overdue=max(0.0, lag), rng=rng)
                 poll = PollRecord(at=clock(), ok=True, next_poll_in=delay, requests=1)
                 leases.complete(store.db, lease, lease.source_id, poll, clock)
 
