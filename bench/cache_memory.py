@@ -1,8 +1,8 @@
 """RSS held by dedup's in-process caches when the texts are long (the full-text hostile case).
 
-``features.decode`` keeps 2,048 decoded feature sets and ``dedup.prepare`` 256 shingled
-texts: bounded by entries, not bytes, so what they hold grows with the size of the
-texts. This fills both with the texts of tests/test_hostile.py's linked pages (30 KB
+``features.decode`` keeps up to 2,048 decoded feature sets and ``dedup.prepare`` up to
+256 shingled texts; bounded by entries only (as they were), what they hold grew with the
+size of the texts; ``ingest/memo.py`` bounds their inputs' size too. This fills both with the texts of tests/test_hostile.py's linked pages (30 KB
 HTML, about 19 KB of text each) and reports the RSS they add as they fill.
 
     python -m bench.cache_memory            # about a minute; prints the figures, writes JSON

@@ -34,8 +34,10 @@ def check_invariants(store: Any, scheme: Any | None = None) -> None:
             keys.setdefault(row.item_id, set()).add(row.key)
         sources = {}
         for row in conn.execute(select(t.items.c.id, t.items.c.source_id, t.items.c.text, t.items.c.signature,
-                                       t.items.c.content_hash, t.items.c.cluster_id)):
-            fp = dedup.fingerprint(row.text, scheme)
+                                       t.items.c.content_hash, t.items.c.cluster_id, t.items.c.published_at,
+                                       t.items.c.fetched_at)):
+            # the rare-entity keys are bucketed by the item's time, as the pipeline and resign give it
+            fp = dedup.fingerprint(row.text, scheme, row.published_at or row.fetched_at)
             assert keys.get(row.id, set()) == set(fp.band_keys), f"item {row.id}: LSH rows differ from its fingerprint"
             assert bytes(row.signature) == fp.signature, f"item {row.id}: stored signature is not its text's"
             assert row.content_hash == fp.content_hash, f"item {row.id}: stored content hash is not its text's"
