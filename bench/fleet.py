@@ -26,9 +26,8 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench import fleet_sim as sim
 
@@ -42,24 +41,11 @@ def postgres_url() -> str:
     return os.environ.get("INGEST_BENCH_POSTGRES_URL") or os.environ.get("INGEST_TEST_POSTGRES_URL") or DEFAULT_URL
 
 
-@contextlib.contextmanager
-def fresh_schema(base: str) -> Iterator[str]:
+def fresh_schema(base: str) -> contextlib.AbstractContextManager[str]:
     """A new PostgreSQL schema for one run, dropped afterwards; yields the store URL that uses it."""
-    import sqlalchemy as sa
+    from tests.pgschema import postgres_schema
 
-    from ingest.store import normalize_url
-
-    schema = f"fleetbench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_url(base))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    return postgres_schema(base, "fleetbench")
 
 
 def machine() -> dict[str, Any]:
