@@ -307,7 +307,7 @@ def test_credit_run_into_any_paragraph_is_cut_and_the_prose_stays() -> None:
 def test_agency_tag_opening_the_lead_is_cut_but_a_dateline_stays() -> None:
     cleaned = clean(doc("(AGENCY) " + ARTICLE[0], *ARTICLE[1:]), BUILTIN)
     assert cleaned.paragraphs == ARTICLE
-    assert [(r.rule, r.position) for r in cleaned.removals] == [("agency-tag-opening", "inline")]
+    assert [(r.rule, r.position) for r in cleaned.removals] == [("lead-credit", "inline")]
     dateline = "RIDGEFORD, Mont. (AP) — " + ARTICLE[0]
     assert clean(doc(dateline, *ARTICLE[1:]), BUILTIN).paragraphs[0] == dateline
     # only the opening paragraphs: a tag opening a later paragraph is the article's
