@@ -569,9 +569,10 @@ def _cut_ends(
     for index, paragraph in paragraphs:
         while paragraph:
             lowered, starts = paragraph.lower(), _sentence_starts(paragraph)
+            # a credit lies in the last max_chars: its words are looked for there only
             match, rule = next(
                 ((m, r) for r in rules
-                 if (not r.needs or any(map(lowered.__contains__, r.needs)))
+                 if (not r.needs or any(map(lowered[-r.max_chars:].__contains__, r.needs)))
                  and (m := _last_match(r.fullmatch, paragraph, r.max_chars, starts))),
                 (None, None),
             )
