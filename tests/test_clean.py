@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.clean_quality import load_cases, run_case, score
+from tests.clean_cases import load_cases, run_case, score
 from ingest.clean import (
     EDGE_SHORT_CHARS,
     MAX_SHAPE_RUN,
@@ -466,7 +466,7 @@ def test_fixture_labels_are_checked_against_the_input() -> None:
     """A keep or remove label that is not in the input at all would score for free."""
     import html
 
-    from bench.clean_quality import normalize
+    from tests.clean_cases import normalize
 
     for case in CASES:
         inline_gone = re.sub(r"</?(?:a|span|strong|em|b|i|time|abbr)\b[^>]*>", "", case.html)

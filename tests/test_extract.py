@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bench.clean_quality import load_cases
+from tests.clean_cases import load_cases
 from ingest.config import ExtractConfig
 from ingest.extract import extract, fragment_text, html_to_text
 from ingest.models import Entry, FetchResult
@@ -126,7 +126,7 @@ def test_undecodable_page_bytes_do_not_fail() -> None:
 @pytest.mark.parametrize("case", [c for c in load_cases() if c.kind == "page"], ids=lambda c: c.id)
 def test_fixture_pages_extract_from_the_page(case) -> None:
     """Every labelled page is long enough to be read from the page itself, not the fallback."""
-    from bench.clean_quality import inputs
+    from tests.clean_cases import inputs
 
     e, p = inputs(case)
     doc = extract(e, p, CFG)
