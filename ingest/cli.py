@@ -188,6 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `ingest items | head`
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:
+        # A database error the store did not wrap (a connection lost between two of its
+        # statements, outside an item's write) is still the store's failure: one line, no
+        # traceback. Anything else is a bug and keeps its traceback.
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        from ingest.store.engine import short
+
+        _error(f"store: {short(exc)}")
+        return EXIT_FAILED
 
 
 def _how_to_start(path: Path) -> str:
