@@ -172,6 +172,21 @@ def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def once_in_process(config: Path) -> None:
+    """``ingest --once --json -c CONFIG`` in this process, its output swallowed; a
+    RuntimeError with the end of its stderr when it exits non-zero (benches and scoring)."""
+    import contextlib
+    import io
+
+    from ingest.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--once", "--json", "--log-level", "error", "-c", str(config)])
+    if code != 0:
+        raise RuntimeError(f"ingest --once exited {code}: {err.getvalue().strip()[-2000:]}")
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None):
     """Run ``python -m ingest ARGS`` in a subprocess of this checkout; returns CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if k != "INGEST_CONFIG"}

@@ -11,15 +11,13 @@ prints them (bench imports tests, never the other way round).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ingest.text import normalize_words
+from tests.conftest import once_in_process, write_config_file
 from tests.dedup_corpus import Item, feeds_by_source, rss
 
 # Relations whose recall the acceptance targets cover (docs/facts.md#what-republishers-change).
@@ -37,32 +35,27 @@ def run_pipeline(
 
     ``texts``, when given, receives each item's stored (clean) text, in store order.
     """
-    from ingest.cli import main
     from ingest.config import load as load_config
     from ingest.store import Store
 
     workdir.mkdir(parents=True, exist_ok=True)
     feeds = workdir / "feeds"
     feeds.mkdir(exist_ok=True)
-    lines = [f'[store]\nurl = "sqlite:///{workdir / "store.db"}"\n',
-             # one worker: sources are processed in a fixed order, so runs are repeatable
-             "[fetch]\nconcurrency = 1\n", "[daemon]\nworkers = 1\nprocesses = 1\n"]
+    # one worker: sources are processed in a fixed order, so runs are repeatable
+    sections: dict[str, Any] = {"fetch": {"concurrency": 1}, "daemon": {"workers": 1, "processes": 1}}
     if not clean:
         # the baseline without cleaning: no built-in rules, nothing learned
-        lines.append("[extract]\nbuiltin_rules = false\nboilerplate_min_count = 1000000\n")
+        sections["extract"] = {"builtin_rules": False, "boilerplate_min_count": 1000000}
     if dedup:
-        lines.append("[dedup]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in dedup.items()))
+        sections["dedup"] = dict(dedup)
+    sources = []
     for source, members in feeds_by_source(items).items():
         path = feeds / f"{source}.xml"
         path.write_text(rss(source, members, f"https://{source}.example/"), encoding="utf-8")
-        lines.append(f'[[sources]]\nname = "{source}"\nurl = "{path}"\n')
-    config_path = workdir / "ingest.toml"
-    config_path.write_text("\n".join(lines), encoding="utf-8")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["--once", "--json", "--log-level", "error", "-c", str(config_path)])
-    if code != 0:
-        raise RuntimeError(f"ingest --once exited {code}: {err.getvalue().strip()}")
+        sources.append({"name": source, "url": str(path)})
+    config_path = write_config_file(workdir, store_url=f"sqlite:///{workdir / 'store.db'}", sources=sources,
+                                    **sections)
+    once_in_process(config_path)
     config = load_config(config_path)
     by_key = {(i.source, i.guid): i.id for i in items}
     with Store.open(config.store.url) as store:

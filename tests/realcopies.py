@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import io
 import json
 import sqlite3
 from collections import Counter, defaultdict
@@ -25,6 +24,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from tests.conftest import once_in_process, write_config_file
 from tests.loopback import Loopback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +106,7 @@ def by_site(items: Iterable[RealItem]) -> dict[str, list[RealItem]]:
 
 # Politeness is not a dedup setting: all feeds come from one loopback host, so the
 # per-host delay and concurrency limits are lifted to the run's overall concurrency.
-POLITENESS = "[fetch]\nper_host_delay = 0\nper_host_concurrency = 8\n"
+POLITENESS = {"per_host_delay": 0, "per_host_concurrency": 8}
 
 
 def run_pipeline(
@@ -119,28 +119,19 @@ def run_pipeline(
     the config names only the store and the sources (and lifts fetch politeness).
     ``texts``, when given, receives each item's stored (clean) text.
     """
-    from ingest.cli import main
-
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / "store.db"
     if store.exists():
         raise RuntimeError(f"{store} exists: the run needs a fresh store")
     groups = by_site(items)
     with Loopback() as server:
-        lines = [f'[store]\nurl = "sqlite:///{store}"\n', POLITENESS]
-        if dedup:
-            lines.append("[dedup]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in dedup.items()))
+        sources = []
         for n, (site, members) in enumerate(groups.items()):
             path = f"/feeds/{n}.xml"
             server.respond(path, feed(site, members), headers={"Content-Type": "application/rss+xml"})
-            lines.append(f'[[sources]]\nname = "{site}"\nurl = "{server.url(path)}"\n')
-        config = workdir / "ingest.toml"
-        config.write_text("\n".join(lines), encoding="utf-8")
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["--once", "--json", "--log-level", "error", "-c", str(config)])
-    if code != 0:
-        raise RuntimeError(f"ingest --once exited {code}: {err.getvalue().strip()[-2000:]}")
+            sources.append({"name": site, "url": server.url(path)})
+        sections: dict[str, Any] = {"fetch": POLITENESS, **({"dedup": dict(dedup)} if dedup else {})}
+        once_in_process(write_config_file(workdir, store_url=f"sqlite:///{store}", sources=sources, **sections))
     return read_partition(store, items, texts)
 
 
