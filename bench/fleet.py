@@ -279,51 +279,9 @@ FARM_ADDRESSES = tuple(f"127.0.0.{n}" for n in range(2, 10))  # eight loopback h
 
 def serve_farm(directory: Path, port: int, addresses: tuple[str, ...]) -> None:
     """Serve every file under ``directory`` from memory on each of ``addresses`` at ``port``, with ETags (304s)."""
-    import hashlib
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from bench.run import serve
 
-    files = {"/" + str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
-    tags = {path: '"' + hashlib.sha256(body).hexdigest()[:16] + '"' for path, body in files.items()}
-    counts = {"200": 0, "304": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # see bench/run.py: no 40 ms delayed-ACK stall
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = self.path.split("?", 1)[0]
-            body = files.get(path)
-            if body is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            if self.headers.get("If-None-Match") == tags[path]:
-                counts["304"] += 1
-                self.send_response(304)
-                self.send_header("ETag", tags[path])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            counts["200"] += 1
-            self.send_response(200)
-            self.send_header("Content-Type", "application/rss+xml" if path.endswith(".xml") else "text/html")
-            self.send_header("ETag", tags[path])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer.request_queue_size = 256
-    servers = [ThreadingHTTPServer((address, port), Handler) for address in addresses]
-    for server in servers[1:]:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    print("ready", flush=True)
-    servers[0].serve_forever()
+    serve(directory, port, addresses, etags=True)
 
 
 def _free_port(address: str = "127.0.0.1") -> int:

@@ -22,6 +22,7 @@ process tree, sampled every 50 ms (and the largest single process, from wait4).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -50,9 +51,11 @@ NUM_PERM = 128
 # ---------------------------------------------------------------------------- server
 
 
-def serve(directory: Path, port: int) -> None:
-    """Serve every file under ``directory`` from memory on 127.0.0.1:``port`` (HTTP/1.1 keep-alive)."""
+def serve(directory: Path, port: int, addresses: tuple[str, ...] = ("127.0.0.1",), etags: bool = False) -> None:
+    """Serve every file under ``directory`` from memory on each of ``addresses`` at ``port``
+    (HTTP/1.1 keep-alive); with ``etags``, each file's ETag and 304 for a matching If-None-Match."""
     files = {"/" + str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    tags = {path: '"' + hashlib.sha256(body).hexdigest()[:16] + '"' for path, body in files.items()} if etags else {}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -61,15 +64,20 @@ def serve(directory: Path, port: int) -> None:
         disable_nagle_algorithm = True
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            body = files.get(self.path.split("?", 1)[0])
-            if body is None:
-                self.send_response(404)
+            path = self.path.split("?", 1)[0]
+            body, tag = files.get(path), tags.get(path)
+            if body is None or (tag and self.headers.get("If-None-Match") == tag):
+                self.send_response(404 if body is None else 304)
+                if tag:
+                    self.send_header("ETag", tag)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             self.send_response(200)
-            kind = "application/rss+xml" if self.path.endswith(".xml") else "text/html; charset=utf-8"
+            kind = "application/rss+xml" if path.endswith(".xml") else "text/html; charset=utf-8"
             self.send_header("Content-Type", kind)
+            if tag:
+                self.send_header("ETag", tag)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -79,9 +87,11 @@ def serve(directory: Path, port: int) -> None:
 
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 256
-    with ThreadingHTTPServer(("127.0.0.1", port), Handler) as server:
-        print("ready", flush=True)
-        server.serve_forever()
+    servers = [ThreadingHTTPServer((address, port), Handler) for address in addresses]
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("ready", flush=True)
+    servers[0].serve_forever()
 
 
 def _free_port() -> int:
