@@ -491,3 +491,18 @@ def test_resign_rebuilds_signatures_and_index_and_keeps_clusters(store_url):
             max_candidates=CFG.max_candidates,
         )
         assert outcome.decision.kind == "duplicate" and outcome.cluster_id == before[0][0]
+
+
+@pytest.mark.parametrize("read", [
+    lambda s: s.items(), lambda s: s.live_workers(60), lambda s: s.fleet_status("me", 60, lambda: T0),
+])
+def test_a_failing_read_is_a_store_error_in_one_line(store, read):
+    """Reads go through the store's read connection: a database error comes out as one
+    StoreError line, never a raw SQLAlchemy error (whose text runs over three lines and
+    whose escape from the CLI was a traceback)."""
+    with store.engine.begin() as conn:
+        for table in ("lsh_bands", "removals", "paragraphs", "canonical_changes", "items", "workers", "sources"):
+            conn.exec_driver_sql(f"DROP TABLE {table} CASCADE" if store.is_postgres else f"DROP TABLE {table}")
+    with pytest.raises(StoreError) as raised:
+        read(store)
+    assert "\n" not in str(raised.value)

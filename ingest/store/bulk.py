@@ -159,7 +159,7 @@ def prune(
 def history(db: Database) -> list[StoredItem]:
     """Every stored item with its fingerprint, in (published else fetched, id) order, for replaying dedup."""
     when = func.coalesce(t.items.c.published_at, t.items.c.fetched_at)
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         bands: dict[int, list[int]] = {}
         for r in conn.execute(select(t.lsh_bands.c.item_id, t.lsh_bands.c.key).order_by(t.lsh_bands.c.item_id)):
             bands.setdefault(r.item_id, []).append(r.key)

@@ -292,7 +292,7 @@ def leased_elsewhere(db: Database, names: Sequence[str], owner: str) -> dict[str
     """Of ``names``, the sources another worker holds a live lease on: name -> that worker."""
     if not names:
         return {}
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         now = lease_now(conn, db)
         rows = conn.execute(select(S.name, S.lease_owner).where(
             S.name.in_(list(names)), S.lease_until > now, S.lease_owner != owner,
@@ -304,7 +304,7 @@ def claim_waits(db: Database, names: Sequence[str]) -> dict[str, float]:
     """Of ``names``, each pollable source's seconds until it may be claimable (a lease or its host's delay)."""
     if not names:
         return {}
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         now = lease_now(conn, db)
         rows = conn.execute(
             select(S.name, S.lease_until, H.next_allowed_at)
@@ -320,7 +320,7 @@ def claim_waits(db: Database, names: Sequence[str]) -> dict[str, float]:
 
 def fleet_status(db: Database, owner: str, grace: float, clock: Clock) -> dict[str, int]:
     """Counted in SQL: leases this worker and all workers hold, and sources overdue by more than ``grace`` s."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         due_at, now = _times(conn, db, clock)
         live = S.lease_until > now
         row = conn.execute(select(

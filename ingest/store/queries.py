@@ -48,7 +48,7 @@ def items(db: Database, *, source: str | None = None, limit: int | None = None) 
         query = query.where(t.sources.c.name == source)
     if limit:
         query = query.limit(limit)
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return [
             ItemRow(
                 item_id=r.id, source=r.source, url=r.url, guid=r.guid, title=r.title, author=r.author,
@@ -76,7 +76,7 @@ def _member(r) -> ClusterMember:  # type: ignore[no-untyped-def]
 
 def clusters(db: Database, *, min_size: int = 1) -> list[ClusterRow]:
     """Clusters of at least ``min_size`` items with their members (signatures included)."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         cluster_rows = conn.execute(
             select(t.clusters).where(t.clusters.c.size >= min_size).order_by(t.clusters.c.id)
         ).all()
@@ -93,7 +93,7 @@ def clusters(db: Database, *, min_size: int = 1) -> list[ClusterRow]:
 
 def item(db: Database, item_id: int) -> ItemDetail | None:
     """One item with everything known about it: decision, removals, cluster members (None: no such item)."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         row = conn.execute(
             select(t.items, t.sources.c.name.label("source"))
             .join(t.sources, t.sources.c.id == t.items.c.source_id)
@@ -147,7 +147,7 @@ def boilerplate(db: Database, source: str | None = None) -> list[LearnedParagrap
     )
     if source:
         query = query.where(t.sources.c.name == source)
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         return [LearnedParagraph(**r._mapping) for r in conn.execute(query)]
 
 
@@ -178,7 +178,7 @@ def stories(
         )
     if limit:
         query = query.limit(limit)
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         rows = conn.execute(query).all()
         copies: dict[int, list[Copy]] = {}
         ids = [r.id for r in rows]

@@ -191,7 +191,7 @@ class Store:
 
     def candidates(self, fp: Fingerprint, canonical_url: str | None = None, limit: int = 20) -> list[Candidate]:
         """The candidates a new item with fingerprint ``fp`` would be verified against (read-only)."""
-        with self.engine.connect() as conn:
+        with self.db.read() as conn:
             return writer.lookup(conn, fp, canonical_url, None, limit)[0]
 
     # ------------------------------------------------------------------ bulk

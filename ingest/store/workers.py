@@ -105,7 +105,7 @@ def leave(db: Database, worker_id: str) -> None:
 
 def live(db: Database, within: float) -> list[dict[str, Any]]:
     """The workers seen in the last ``within`` seconds: id, started_at, seen_at, sources_digest."""
-    with db.engine.connect() as conn:
+    with db.read() as conn:
         now = lease_now(conn, db)
         rows = conn.execute(select(t.workers).where(t.workers.c.seen_at > now - timedelta(seconds=within))
                             .order_by(t.workers.c.worker_id))
