@@ -322,10 +322,13 @@ class PrivatePostgres:
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
 
     def __exit__(self, *exc: object) -> None:
+        import shutil
+
         try:
             self.stop()
         except RuntimeError:
             pass  # already stopped
+        shutil.rmtree(self.folder, ignore_errors=True)  # its data folder (about 41 MB) goes with it
 
 
 def _postgres_ids() -> tuple[int, int]:
