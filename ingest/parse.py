@@ -390,6 +390,14 @@ def _parse_jsonfeed(body: bytes, base: str | None) -> ParsedFeed:
     )
 
 
+def _author_names(obj: dict[str, Any]) -> list[str]:
+    """Names of JSON Feed 1.1 ``authors`` (a list of objects), else of 1.0's ``author``
+    (an object); values of any other shape name no one."""
+    given = obj.get("authors")
+    authors = given if isinstance(given, list) and given else [obj.get("author")]
+    return [plain_text(a["name"]) for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
+
+
 def _json_entry(item: dict[str, Any], doc: dict[str, Any], feed_language: str | None, links: _Links) -> Entry:
     markup = _str(item.get("content_html"))
     text = _str(item.get("content_text"))
@@ -402,9 +410,7 @@ def _json_entry(item: dict[str, Any], doc: dict[str, Any], feed_language: str | 
         content_html, kind = f"<p>{_escape(summary)}</p>", "summary"
     else:
         content_html, kind = "", "none"
-    authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else None)
-    authors = authors or doc.get("authors") or ([doc["author"]] if isinstance(doc.get("author"), dict) else [])
-    names = [plain_text(a["name"]) for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
+    names = _author_names(item) or _author_names(doc)
     attachments = item.get("attachments") if isinstance(item.get("attachments"), list) else []
     identifier = item.get("id")
     return _make_entry(

@@ -375,3 +375,13 @@ def test_feedparser_corpus_parses_without_a_crash_and_keeps_its_entries(tmp_path
         stored = dict(db.execute("SELECT s.name, COUNT(*) FROM items i JOIN sources s ON s.id = i.source_id GROUP BY s.name"))
     print(f"stored {sum(stored.values())} items of {sum(identities.values())} distinct parsed entries")
     assert {n: c for n, c in identities.items() if c} == stored
+
+
+@pytest.mark.parametrize("authors", ["true", '"Jane"', "{}", "[]", "[1, null]", '{"name": "Jane"}'])
+def test_json_feed_authors_of_the_wrong_shape_are_no_authors(authors: str) -> None:
+    """Found by the property tests: ``"authors": true`` raised a TypeError out of parse;
+    a feed-level author still applies when the item's authors are unusable."""
+    body = ('{"version": "https://jsonfeed.org/version/1.1", "authors": [{"name": "Desk"}], "items": ['
+            f'{{"id": "1", "url": "https://example.com/1", "content_text": "Text.", "authors": {authors}}}]}}').encode()
+    (entry,) = parse(_result(body, "https://example.com/feed.json")).entries
+    assert entry.author == "Desk"
