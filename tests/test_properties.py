@@ -10,7 +10,8 @@
   sources), prune, recluster and resign keep every invariant after every step.
 
 Bounded with ``settings(max_examples=..., deadline=...)``: the file runs in well
-under a minute; ``HYPOTHESIS_PROFILE=long`` runs 10x the examples.
+under a minute and draws the same examples every run; ``HYPOTHESIS_PROFILE=long`` runs
+10x the examples, drawn anew each run.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ from tests.corpus import syndicated
 from tests.pgschema import postgres_schema
 from tests.storecheck import check_invariants
 
-settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# default: the same examples every run (derandomized), so the suite and CI are repeatable;
+# long: ten times as many, drawn anew each run, to look for new failures (two were
+# found that way: a 2.7 KB guid over PostgreSQL's index row limit, JSON Feed
+# "authors": true), each then kept as a plain regression test
+settings.register_profile("default", max_examples=60, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 1
