@@ -284,7 +284,8 @@ def rss(items: Iterable[Item | tuple[str, str, str, str]], ttl_minutes: int | No
         if item.text is not None:
             body.append(f"<description>{escape(item.text)}</description>")
         if item.content is not None:
-            body.append(f"<content:encoded><![CDATA[{item.content}]]></content:encoded>")
+            cdata = item.content.replace("]]>", "]]]]><![CDATA[>")  # a "]]>" in the HTML would end the section
+            body.append(f"<content:encoded><![CDATA[{cdata}]]></content:encoded>")
         body.append("</item>")
     body.append("</channel></rss>")
     return "".join(body).encode("utf-8")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from tests.conftest import once_in_process, write_config_file
-from tests.loopback import Loopback
+from tests.loopback import Item, Loopback, rss
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -79,21 +79,9 @@ def load(folder: Path = FOLDER) -> list[RealItem] | None:
 
 def feed(site: str, items: Iterable[RealItem]) -> bytes:
     """An RSS 2.0 feed of one site: link and guid are the page URL, content the text as HTML paragraphs."""
-    out = [
-        '<?xml version="1.0" encoding="utf-8"?>',
-        '<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel>',
-        f"<title>{html.escape(site)}</title><link>https://{html.escape(site)}/</link>",
-        f"<description>{html.escape(site)}</description>",
-    ]
-    for item in items:
-        body = "".join(f"<p>{html.escape(p)}</p>" for p in item.paragraphs)
-        out.append(
-            f"<item><title>{html.escape(item.title)}</title><link>{html.escape(item.url)}</link>"
-            f'<guid isPermaLink="false">{html.escape(item.url)}</guid>'
-            f"<content:encoded>{html.escape(body)}</content:encoded></item>"
-        )
-    out.append("</channel></rss>")
-    return "\n".join(out).encode("utf-8")
+    entries = [Item(guid=i.url, link=i.url, title=i.title,
+                    content="".join(f"<p>{html.escape(p)}</p>" for p in i.paragraphs)) for i in items]
+    return rss(entries, title=site, link=f"https://{site}/")
 
 
 def by_site(items: Iterable[RealItem]) -> dict[str, list[RealItem]]:
